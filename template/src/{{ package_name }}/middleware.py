@@ -1,0 +1,205 @@
+"""Pure ASGI middleware, kept lean: it runs on every request.
+
+`BaseHTTPMiddleware` and `@app.middleware("http")` cost 2.5x throughput here (they wrap every
+body in a stream and a task); a pure ASGI middleware that edits the raw header list costs about
+a microsecond. Starlette's `MutableHeaders` cost ~8 us per request in the same place, so the
+headers are edited as the raw ASGI list of (lowercase name, value) byte pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+
+import orjson
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .observability import Metrics, request_id_var
+
+access_logger = logging.getLogger("access")
+logger = logging.getLogger(__name__)
+
+# Ids from clients and proxies are honoured when they are safe to log and to echo back.
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_UNMATCHED_ROUTE = "<unmatched>"
+
+
+class RequestContextMiddleware:
+    """Request id, timing, metrics, one access-log line, and the last-resort 500.
+
+    It is the outermost middleware, so it sees the final status of every response and can
+    answer an unhandled exception with a problem body that carries the request id (Starlette's
+    ServerErrorMiddleware sits outside user middleware and knows nothing of the id).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics | None,
+        header: str = "X-Request-ID",
+        access_log: bool = True,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._header_key = header.lower().encode("latin-1")
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        request_id = self._request_id(scope)
+        token = request_id_var.set(request_id)
+        id_header = (self._header_key, request_id.encode("latin-1"))
+        status = 500
+        response_started = False
+
+        async def send_with_context(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                elapsed = f"{time.perf_counter() - started:.6f}".encode()
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    id_header,
+                    (b"x-process-time", elapsed),
+                ]
+            await send(message)
+
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_context)
+        except Exception:
+            logger.exception("unhandled error", extra={"path": scope["path"]})
+            if response_started:
+                raise  # Too late for a clean answer; the server closes the connection.
+            await self._internal_error(send_with_context, request_id)
+        finally:
+            duration = time.perf_counter() - started
+            route = _route_template(scope)
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
+                self.metrics.observe(scope["method"], route, status, duration)
+            if self.access_log:
+                access_logger.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(duration * 1000, 3),
+                        "client": scope["client"][0] if scope.get("client") else None,
+                    },
+                )
+            request_id_var.reset(token)
+
+    def _request_id(self, scope: Scope) -> str:
+        for key, value in scope["headers"]:
+            if key == self._header_key:
+                if _VALID_REQUEST_ID.fullmatch(value):
+                    return str(value.decode("latin-1"))
+                break
+        return os.urandom(16).hex()  # as unique as uuid4().hex, at a fifth of the cost
+
+    @staticmethod
+    async def _internal_error(send: Send, request_id: str) -> None:
+        body = orjson.dumps(
+            {
+                "type": "about:blank",
+                "title": "Internal Server Error",
+                "status": 500,
+                "detail": "an unexpected error occurred; quote the request_id when reporting it",
+                "code": "internal_error",
+                "request_id": request_id,
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _route_template(scope: Scope) -> str:
+    # FastAPI puts the matched route in the scope; its path template keeps label cardinality
+    # bounded (/items/{id}, not /items/1, /items/2, ...).
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else _UNMATCHED_ROUTE
+
+
+class CacheControlMiddleware:
+    """Adds `Cache-Control` to successful GET/HEAD responses by path prefix (longest wins)."""
+
+    def __init__(self, app: ASGIApp, *, rules: Mapping[str, str]) -> None:
+        self.app = app
+        # Longest prefix first, so "/api/static" beats "/api".
+        self.rules = sorted(
+            ((prefix, value.encode("latin-1")) for prefix, value in rules.items()),
+            key=lambda rule: len(rule[0]),
+            reverse=True,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        value = next((v for prefix, v in self.rules if path.startswith(prefix)), None)
+        if value is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cache_control(message: Message) -> None:
+            if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
+                headers = message.get("headers", ())
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    message["headers"] = [*headers, (b"cache-control", value)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cache_control)
+
+
+class CompressionMiddleware:
+    """Gzip for clients that accept it, through Starlette's `GZipResponder`.
+
+    Starlette's `GZipMiddleware` also wraps every response of clients that do not accept gzip,
+    only to add `Vary`; that path measured ~15 us per request here. This one hands gzip-capable
+    requests to the same responder and leaves the others untouched.
+    """
+
+    def __init__(self, app: ASGIApp, *, minimum_size: int, level: int) -> None:
+        self.app = app
+        self.minimum_size = minimum_size
+        self.level = level
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _accepts_gzip(scope["headers"]):
+            responder = GZipResponder(
+                self.app,
+                self.minimum_size,
+                compresslevel=self.level,
+                exclude_content_types=DEFAULT_EXCLUDED_CONTENT_TYPES,
+            )
+            await responder(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"accept-encoding" and b"gzip" in value for name, value in headers)

@@ -1,0 +1,175 @@
+"""Structured logging with the request id, and the Prometheus metrics registry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any, Final
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# Set by the request-context middleware; read by every log line written during the request.
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# Attributes every LogRecord has; anything else was passed through `extra=` and is logged.
+_RECORD_ATTRIBUTES: Final = frozenset(
+    [
+        *logging.LogRecord("", 0, "", 0, "", None, None).__dict__,
+        "message",
+        "asctime",
+        "taskName",
+        "color_message",  # uvicorn's ANSI-coloured duplicate of the message
+    ]
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id and any `extra`.
+
+    Written here rather than taken from python-json-logger because it sits on every request's
+    path (the access line): with orjson and a per-second time prefix it formats in ~3 us, a
+    third of what the stdlib json module and datetime cost.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._second_text = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self._timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and key != "request_id":
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+    def _timestamp(self, created: float) -> str:
+        # Handlers format under their lock, so this one-entry cache needs no lock of its own.
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Human-readable lines for local development, still carrying the request id."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.request_id = getattr(record, "request_id", None) or request_id_var.get() or "-"
+        return super().format(record)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Route every logger (uvicorn's included) through one stdout handler."""
+    # Skip what no line prints: caller lookup, thread, process and multiprocessing names. The
+    # logging HOWTO's "Optimization" section documents these switches; together they save
+    # ~5 us on every access line.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # The request-context middleware writes the access line, with the request id.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+class Metrics:
+    """The service's Prometheus metrics, on a registry owned by one app instance.
+
+    A registry per app (not the global default) lets tests build many apps in one process.
+    With PROMETHEUS_MULTIPROC_DIR set (several uvicorn workers), /metrics aggregates every
+    worker's values through prometheus-client's multiprocess collector.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests by method, route template and status code.",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time from the request to the end of the response, by route template.",
+            ("method", "route"),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "http_requests_in_flight",
+            "Requests being served right now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        # Labelled children are cached: `labels()` validates and locks on every call.
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
+
+    def exposition(self) -> tuple[bytes, str]:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+metrics_router = APIRouter(tags=["observability"])
+
+
+@metrics_router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="Request count and latency per route template, requests in flight, and more.",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+async def metrics(request: Request) -> Response:
+    body, content_type = request.app.state.metrics.exposition()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,115 @@
+"""The registry of long-lived resources: opened in order, closed in reverse, checked for readiness.
+
+Every pool, client and background loop the service owns is a `Resource`. The lifespan opens
+them through one `ResourceRegistry`; if one fails to open, those already open are closed
+before the error propagates, so a failed start leaks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from fastapi import FastAPI, Request
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Resource(Protocol):
+    """Something opened at start-up and closed at shutdown."""
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Checkable(Protocol):
+    """A resource whose health readiness should report. `check` raises when unhealthy."""
+
+    name: str
+
+    async def check(self) -> None: ...
+
+
+class ResourceStartupError(RuntimeError):
+    def __init__(self, name: str, cause: BaseException) -> None:
+        super().__init__(f"resource '{name}' failed to open: {type(cause).__name__}: {cause}")
+        self.resource = name
+
+
+class ResourceRegistry:
+    def __init__(self, resources: Sequence[Resource]) -> None:
+        names = [resource.name for resource in resources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"resource names must be unique, got {names}")
+        self._resources = {resource.name: resource for resource in resources}
+        self._stack: AsyncExitStack | None = None
+
+    def __iter__(self) -> Iterator[Resource]:
+        return iter(self._resources.values())
+
+    async def __aenter__(self) -> ResourceRegistry:
+        async with AsyncExitStack() as stack:
+            for resource in self._resources.values():
+                try:
+                    await resource.open()
+                except Exception as exc:
+                    logger.error("start-up failed", extra={"resource": resource.name})
+                    # Leaving the `async with` closes what was opened, in reverse.
+                    raise ResourceStartupError(resource.name, exc) from exc
+                stack.push_async_callback(self._close, resource)
+                logger.info("resource opened", extra={"resource": resource.name})
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    @staticmethod
+    async def _close(resource: Resource) -> None:
+        try:
+            await resource.close()
+        except Exception:
+            # Keep closing the others: one bad close must not leak the rest.
+            logger.exception("resource failed to close", extra={"resource": resource.name})
+        else:
+            logger.info("resource closed", extra={"resource": resource.name})
+
+    async def check(self, check_timeout: float) -> dict[str, str]:
+        """Run every readiness check concurrently; map each name to "ok" or the failure."""
+        checkable = [r for r in self._resources.values() if isinstance(r, Checkable)]
+        results = await asyncio.gather(
+            *(asyncio.wait_for(r.check(), check_timeout) for r in checkable), return_exceptions=True
+        )
+        report: dict[str, str] = {}
+        for resource, result in zip(checkable, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, TimeoutError):
+                    report[resource.name] = f"timed out after {check_timeout:g}s"
+                else:
+                    report[resource.name] = f"{type(result).__name__}: {result}"[:300]
+            else:
+                report[resource.name] = "ok"
+        return report
+
+
+def registry(request: Request) -> ResourceRegistry:
+    """The one accessor handlers use to reach resources."""
+    app: FastAPI = request.app
+    resources: ResourceRegistry = app.state.resources
+    return resources
