@@ -92,7 +92,7 @@ def configure_logging(level: str, log_format: str) -> None:
     # Skip what no line prints: caller lookup, thread, process and multiprocessing names. The
     # logging HOWTO's "Optimization" section documents these switches; together they save
     # ~5 us on every access line.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
