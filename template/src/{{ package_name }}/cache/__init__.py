@@ -1,0 +1,286 @@
+"""Cache-aside for domain code: `await cache.get_or_load(key, loader, Model)`.
+
+Domain code reads the same whichever backend the template generated (Redis, in-process memory,
+or none) and whichever one the settings select at run time. What `Cache` adds to a backend:
+
+- values are the pydantic model's JSON (Decimal stays an exact string) and are validated on
+  the way back; an entry that does not validate is a miss, never a 500;
+- single flight: concurrent misses for one key in this process run the loader once; a backend
+  that is shared between processes (Redis) also holds a short lock so other processes wait
+  for the first one's value instead of loading it again;
+- keys live under `<namespace>:<version>:`; each entry also carries a fingerprint of its
+  model's JSON schema, so a deploy that changes a response shape never reads old entries;
+- fail open: a backend error, timeout or garbage is counted, logged at most once per
+  interval, and the value comes from the loader. The next call tries the backend again, so
+  caching resumes by itself when the backend comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from limits.aio.storage import Storage
+from prometheus_client import Counter
+from pydantic import TypeAdapter, ValidationError
+from pydantic.errors import PydanticUserError
+
+from ..observability import Metrics
+from ..resources import Degraded
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The first segment of a key ("portfolio" in "portfolio:42") labels the metrics: a bounded set.
+PREFIX_SEPARATOR = ":"
+
+
+class CacheBackend(Protocol):
+    """Byte storage with per-entry TTL. Errors propagate: `Cache` decides to fail open."""
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def check(self) -> None: ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def delete(self, keys: list[str]) -> None: ...
+
+    async def delete_prefix(self, prefix: str) -> None: ...
+
+    async def acquire(self, key: str) -> bool:
+        """Take the fill lock for `key`; False when another process holds it."""
+        ...
+
+    async def release(self, key: str) -> None: ...
+
+    def rate_limit_storage(self) -> Storage:
+        """Where the rate limiter keeps its counters: next to the cache."""
+        ...
+
+
+class WarnEvery:
+    """Logs a warning at most once per `interval` seconds, so an outage is not a log flood."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last = -interval
+
+    def __call__(self, message: str, exc: BaseException, **extra: Any) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            logger.warning(message, extra={"error": f"{type(exc).__name__}: {exc}", **extra})
+
+
+class _Counters:
+    def __init__(self, metrics: Metrics) -> None:
+        def counter(name: str, documentation: str) -> Counter:
+            return Counter(name, documentation, ("prefix",), registry=metrics.registry)
+
+        self.hits = counter("cache_hits_total", "Reads answered from the cache, by key prefix.")
+        self.misses = counter("cache_misses_total", "Reads that went to the source, by key prefix.")
+        self.errors = counter(
+            "cache_errors_total", "Backend errors, timeouts and unreadable entries, by key prefix."
+        )
+        self.coalesced = counter(
+            "cache_coalesced_total",
+            "Misses served by a load already in flight (single flight), by key prefix.",
+        )
+        self._children: dict[str, tuple[Counter, Counter, Counter, Counter]] = {}
+
+    def __call__(self, prefix: str) -> tuple[Counter, Counter, Counter, Counter]:
+        # Labelled children are cached: `labels()` validates and locks on every call.
+        children = self._children.get(prefix)
+        if children is None:
+            children = self._children[prefix] = (
+                self.hits.labels(prefix),
+                self.misses.labels(prefix),
+                self.errors.labels(prefix),
+                self.coalesced.labels(prefix),
+            )
+        return children
+
+
+class _Codec:
+    """A type's JSON codec and schema fingerprint, built once per type."""
+
+    def __init__(self, model: Any) -> None:
+        self.adapter: TypeAdapter[Any] = TypeAdapter(model)
+        try:
+            schema = orjson.dumps(
+                self.adapter.json_schema(mode="serialization"), option=orjson.OPT_SORT_KEYS
+            )
+        except PydanticUserError:  # no JSON schema for this type: its name has to do
+            schema = repr(model).encode()
+        self.fingerprint = hashlib.blake2b(schema, digest_size=6).hexdigest().encode() + b"|"
+
+    def encode(self, value: Any) -> bytes:
+        return self.fingerprint + self.adapter.dump_json(value)
+
+    def decode(self, raw: bytes) -> Any:
+        """The value, or `_STALE` for an entry written for another shape of the model."""
+        if not raw.startswith(self.fingerprint):
+            return _STALE
+        return self.adapter.validate_json(raw[len(self.fingerprint) :])
+
+
+_STALE = object()
+
+
+class Cache:
+    """The cache-aside helper and the resource that owns the backend. Reach it as
+    `request.app.state.cache` (or through a dependency that returns it)."""
+
+    name = "cache"
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        metrics: Metrics,
+        *,
+        default_ttl: float = 300.0,
+        namespace: str = "",
+        version: str = "",
+        warning_interval: float = 60.0,
+        lock_wait: float = 0.0,
+    ) -> None:
+        self.backend = backend
+        self.default_ttl = default_ttl
+        self.warning_interval = warning_interval
+        self._root = f"{namespace}:{version}:" if namespace or version else ""
+        self._counters = _Counters(metrics)
+        self._warn = WarnEvery(warning_interval)
+        self._codecs: dict[Any, _Codec] = {}
+        self._flights: dict[str, asyncio.Task[Any]] = {}
+        # How long a miss waits for another process's load before loading itself.
+        self._lock_wait = lock_wait
+
+    async def open(self) -> None:
+        await self.backend.open()
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    async def check(self) -> None:
+        # The service fails open, so an unreachable cache degrades it but keeps it ready.
+        try:
+            await self.backend.check()
+        except Exception as exc:
+            raise Degraded(f"{type(exc).__name__}: {exc}; serving from the source") from exc
+
+    def key(self, key: str) -> str:
+        """The backend key for a domain key."""
+        return self._root + key
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        model: type[T] | Any,
+        *,
+        ttl: float | None = None,
+    ) -> T:
+        """The cached value for `key`, or the loader's, stored for `ttl` seconds.
+
+        `model` is the value's type (a pydantic model, `list[Model]`, ...), used to serialize
+        it and to validate what comes back.
+        """
+        codec = self._codecs.get(model)
+        if codec is None:
+            codec = self._codecs[model] = _Codec(model)
+        prefix = key.partition(PREFIX_SEPARATOR)[0]
+        hits, misses, _, coalesced = self._counters(prefix)
+        full_key = self._root + key
+
+        value = await self._read(full_key, codec, prefix)
+        if value is not _STALE:
+            hits.inc()
+            return value  # type: ignore[no-any-return]
+        misses.inc()
+
+        flight = self._flights.get(full_key)
+        if flight is None:
+            flight = asyncio.create_task(
+                self._fill(full_key, loader, codec, self.default_ttl if ttl is None else ttl, prefix)
+            )
+            self._flights[full_key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(full_key, None))
+        else:
+            coalesced.inc()
+        # Shielded: a caller that disconnects does not cancel the load the others wait for.
+        return await asyncio.shield(flight)  # type: ignore[no-any-return]
+
+    async def invalidate(self, *keys: str) -> None:
+        """Drop entries after a write; the next read loads the new value."""
+        await self._safely(self.backend.delete([self._root + key for key in keys]), keys[0])
+
+    async def invalidate_prefix(self, prefix: str) -> None:
+        """Drop every entry whose key starts with `prefix` (e.g. "portfolio:42:")."""
+        await self._safely(self.backend.delete_prefix(self._root + prefix), prefix)
+
+    async def _fill(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        codec: _Codec,
+        ttl: float,
+        prefix: str,
+    ) -> Any:
+        leading = await self._safely(self.backend.acquire(key), prefix, fallback=True)
+        if not leading:
+            value = await self._wait_for_other_process(key, codec, prefix)
+            if value is not _STALE:
+                self._counters(prefix)[3].inc()
+                return value
+        try:
+            value = await loader()
+            await self._safely(self.backend.set(key, codec.encode(value), ttl), prefix)
+            return value
+        finally:
+            if leading:
+                await self._safely(self.backend.release(key), prefix)
+
+    async def _wait_for_other_process(self, key: str, codec: _Codec, prefix: str) -> Any:
+        deadline = time.monotonic() + self._lock_wait
+        pause = 0.005
+        while time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            value = await self._read(key, codec, prefix)
+            if value is not _STALE:
+                return value
+            pause = min(pause * 2, 0.05)
+        return _STALE
+
+    async def _read(self, key: str, codec: _Codec, prefix: str) -> Any:
+        raw = await self._safely(self.backend.get(key), prefix)
+        if raw is None:
+            return _STALE
+        try:
+            return codec.decode(raw)
+        except ValidationError as exc:
+            self._failed(exc, prefix)
+            return _STALE
+
+    async def _safely(self, operation: Awaitable[T], prefix: str, fallback: Any = None) -> Any:
+        try:
+            return await operation
+        except Exception as exc:
+            self._failed(exc, prefix)
+            return fallback
+
+    def _failed(self, exc: Exception, prefix: str) -> None:
+        self._counters(prefix)[2].inc()
+        self._warn("cache unavailable; serving from the source", exc, backend=self.backend.name)
