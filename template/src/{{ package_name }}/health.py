@@ -198,7 +198,9 @@ async def ready(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     checks = await registry(request).check(settings.readiness_timeout)
     failed = sorted(
-        name for name, result in checks.items() if result != "ok" and not result.startswith(DEGRADED)
+        name
+        for name, result in checks.items()
+        if result != "ok" and not result.startswith(DEGRADED)
     )
     if not failed:
         return Response(

@@ -41,7 +41,7 @@ class Checkable(Protocol):
     async def check(self) -> None: ...
 
 
-class Degraded(Exception):  # noqa: N818  (a state, not a failure)
+class Degraded(Exception):
     """Raised by `check` when a resource is down but the service works around it (fails open).
 
     Readiness reports it as "degraded: ..." and stays ready: taking every replica out of the

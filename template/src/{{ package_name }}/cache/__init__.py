@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from limits.aio.storage import Storage
 from prometheus_client import Counter
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from pydantic.errors import PydanticUserError
 
 from ..observability import Metrics
@@ -115,7 +115,11 @@ class _Counters:
 
 
 class _Codec:
-    """A type's JSON codec and schema fingerprint, built once per type."""
+    """A type's JSON codec and schema fingerprint, built once per type.
+
+    An entry is b"<fingerprint>|<json>": a different fingerprint is an entry written for
+    another shape of the model (another deploy), so it is a miss and gets overwritten.
+    """
 
     def __init__(self, model: Any) -> None:
         self.adapter: TypeAdapter[Any] = TypeAdapter(model)
@@ -125,16 +129,19 @@ class _Codec:
             )
         except PydanticUserError:  # no JSON schema for this type: its name has to do
             schema = repr(model).encode()
-        self.fingerprint = hashlib.blake2b(schema, digest_size=6).hexdigest().encode() + b"|"
+        self.fingerprint = hashlib.blake2b(schema, digest_size=6).hexdigest().encode()
+        self._head = self.fingerprint + b"|"
 
     def encode(self, value: Any) -> bytes:
-        return self.fingerprint + self.adapter.dump_json(value)
+        return self._head + self.adapter.dump_json(value)
 
     def decode(self, raw: bytes) -> Any:
-        """The value, or `_STALE` for an entry written for another shape of the model."""
-        if not raw.startswith(self.fingerprint):
+        """The value, `_STALE` for another shape's entry; ValueError for garbage."""
+        if raw.startswith(self._head):
+            return self.adapter.validate_json(raw[len(self._head) :])
+        if raw[len(self.fingerprint) : len(self._head)] == b"|":
             return _STALE
-        return self.adapter.validate_json(raw[len(self.fingerprint) :])
+        raise ValueError(f"not a cache entry: {raw[:40]!r}")
 
 
 _STALE = object()
@@ -213,15 +220,14 @@ class Cache:
 
         flight = self._flights.get(full_key)
         if flight is None:
-            flight = asyncio.create_task(
-                self._fill(full_key, loader, codec, self.default_ttl if ttl is None else ttl, prefix)
-            )
+            ttl = self.default_ttl if ttl is None else ttl
+            flight = asyncio.create_task(self._fill(full_key, loader, codec, ttl, prefix))
             self._flights[full_key] = flight
             flight.add_done_callback(lambda _: self._flights.pop(full_key, None))
         else:
             coalesced.inc()
         # Shielded: a caller that disconnects does not cancel the load the others wait for.
-        return await asyncio.shield(flight)  # type: ignore[no-any-return]
+        return await asyncio.shield(flight)
 
     async def invalidate(self, *keys: str) -> None:
         """Drop entries after a write; the next read loads the new value."""
@@ -270,7 +276,7 @@ class Cache:
             return _STALE
         try:
             return codec.decode(raw)
-        except ValidationError as exc:
+        except ValueError as exc:  # garbage, or JSON the model rejects (ValidationError)
             self._failed(exc, prefix)
             return _STALE
 
