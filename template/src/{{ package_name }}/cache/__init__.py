@@ -22,9 +22,11 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import orjson
+from fastapi import Request
 from limits.aio.storage import Storage
 from prometheus_client import Counter
 from pydantic import TypeAdapter
@@ -148,8 +150,7 @@ _STALE = object()
 
 
 class Cache:
-    """The cache-aside helper and the resource that owns the backend. Reach it as
-    `request.app.state.cache` (or through a dependency that returns it)."""
+    """The cache-aside helper, and the resource that owns the backend."""
 
     name = "cache"
 
@@ -172,6 +173,8 @@ class Cache:
         self._warn = WarnEvery(warning_interval)
         self._codecs: dict[Any, _Codec] = {}
         self._flights: dict[str, asyncio.Task[Any]] = {}
+        # Loads that began before a write invalidated their key: their value is not stored.
+        self._outdated: set[asyncio.Task[Any]] = set()
         # How long a miss waits for another process's load before loading itself.
         self._lock_wait = lock_wait
 
@@ -223,7 +226,7 @@ class Cache:
             ttl = self.default_ttl if ttl is None else ttl
             flight = asyncio.create_task(self._fill(full_key, loader, codec, ttl, prefix))
             self._flights[full_key] = flight
-            flight.add_done_callback(lambda _: self._flights.pop(full_key, None))
+            flight.add_done_callback(partial(self._landed, full_key))
         else:
             coalesced.inc()
         # Shielded: a caller that disconnects does not cancel the load the others wait for.
@@ -231,11 +234,28 @@ class Cache:
 
     async def invalidate(self, *keys: str) -> None:
         """Drop entries after a write; the next read loads the new value."""
-        await self._safely(self.backend.delete([self._root + key for key in keys]), keys[0])
+        full_keys = [self._root + key for key in keys]
+        self._outdate(lambda key: key in full_keys)
+        await self._safely(self.backend.delete(full_keys), keys[0])
 
     async def invalidate_prefix(self, prefix: str) -> None:
         """Drop every entry whose key starts with `prefix` (e.g. "portfolio:42:")."""
-        await self._safely(self.backend.delete_prefix(self._root + prefix), prefix)
+        full_prefix = self._root + prefix
+        self._outdate(lambda key: key.startswith(full_prefix))
+        await self._safely(self.backend.delete_prefix(full_prefix), prefix)
+
+    def _outdate(self, matches: Callable[[str], bool]) -> None:
+        # A load in flight may have read the source before the write: later readers must not
+        # join it, and its value must not be stored.
+        for key in [key for key in self._flights if matches(key)]:
+            self._outdated.add(self._flights.pop(key))
+
+    def _landed(self, key: str, flight: asyncio.Task[Any]) -> None:
+        self._outdated.discard(flight)
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if not flight.cancelled():
+            flight.exception()  # retrieved: every waiter may have gone away
 
     async def _fill(
         self,
@@ -253,7 +273,8 @@ class Cache:
                 return value
         try:
             value = await loader()
-            await self._safely(self.backend.set(key, codec.encode(value), ttl), prefix)
+            if asyncio.current_task() not in self._outdated:
+                await self._safely(self.backend.set(key, codec.encode(value), ttl), prefix)
             return value
         finally:
             if leading:
@@ -290,3 +311,9 @@ class Cache:
     def _failed(self, exc: Exception, prefix: str) -> None:
         self._counters(prefix)[2].inc()
         self._warn("cache unavailable; serving from the source", exc, backend=self.backend.name)
+
+
+def cache_of(request: Request) -> Cache:
+    """The one accessor handlers use: `await cache_of(request).get_or_load(...)`."""
+    cache: Cache = request.app.state.cache
+    return cache
