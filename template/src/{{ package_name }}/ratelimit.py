@@ -34,7 +34,7 @@ from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter
 
-from .cache import WarnEvery
+from .cache import Outage
 from .errors import AppError, ServiceUnavailableError
 from .observability import Metrics
 from .settings import Settings
@@ -58,6 +58,7 @@ class RateLimiter:
         metrics: Metrics,
         storage: Callable[[], Storage],
         *,
+        retry_after: float = 1.0,
         warning_interval: float = 60.0,
     ) -> None:
         # Parsed once: a typo in a limit fails start-up, not the first request.
@@ -66,7 +67,12 @@ class RateLimiter:
         self.fail_open = settings.rate_limit_fail_open
         self._storage_factory = storage
         self._limiter: MovingWindowRateLimiter | None = None
-        self._warn = WarnEvery(warning_interval)
+        self.outage = Outage(
+            "rate-limit storage unavailable; "
+            + ("serving requests unlimited" if self.fail_open else "answering 503"),
+            retry_after=retry_after,
+            warning_interval=warning_interval,
+        )
         self.rejected = Counter(
             "rate_limit_rejected_total",
             "Requests answered 429, by route name.",
@@ -75,7 +81,7 @@ class RateLimiter:
         )
         self.errors = Counter(
             "rate_limit_errors_total",
-            "Requests whose limit could not be checked (storage down).",
+            "Storage errors while checking a limit.",
             registry=metrics.registry,
         )
 
@@ -94,19 +100,15 @@ class RateLimiter:
         if self._limiter is None:
             raise RuntimeError("the rate limiter is not open")
         item = self.limit(route)
+        if self.outage.backing_off:
+            return self._unchecked()
         try:
             allowed = await self._limiter.hit(item, route, identity)
             reset_at, remaining = await self._limiter.get_window_stats(item, route, identity)
         except Exception as exc:  # any storage failure: the setting decides, never a 500
             self.errors.inc()
-            self._warn("rate-limit storage unavailable", exc, fail_open=self.fail_open)
-            if self.fail_open:
-                return {}
-            raise ServiceUnavailableError(
-                "rate limiting is unavailable; retry later",
-                retry_after=1,
-                code="rate_limit_unavailable",
-            ) from exc
+            self.outage.failed(exc)
+            return self._unchecked()
         reset = max(math.ceil(reset_at - time.time()), 0)
         headers = {
             "X-RateLimit-Limit": str(item.amount),
@@ -120,6 +122,15 @@ class RateLimiter:
                 headers={**headers, "Retry-After": str(max(reset, 1))},
             )
         return headers
+
+    def _unchecked(self) -> dict[str, str]:
+        if self.fail_open:
+            return {}
+        raise ServiceUnavailableError(
+            "rate limiting is unavailable; retry later",
+            retry_after=max(math.ceil(self.outage.retry_after), 1),
+            code="rate_limit_unavailable",
+        )
 
 
 def client_identity(request: Request) -> str:

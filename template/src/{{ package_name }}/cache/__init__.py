@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 from fastapi import Request
@@ -73,18 +73,38 @@ class CacheBackend(Protocol):
         ...
 
 
-class WarnEvery:
-    """Logs a warning at most once per `interval` seconds, so an outage is not a log flood."""
+class Outage:
+    """Fail-open bookkeeping for a backend: throttled warnings and a short back-off.
 
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._last = -interval
+    After a failure the backend is skipped for `retry_after` seconds, so a dead or black-holed
+    server costs one timeout per interval instead of several per request; the first call
+    after that tries it again, which is how service resumes without a restart.
+    """
 
-    def __call__(self, message: str, exc: BaseException, **extra: Any) -> None:
+    def __init__(self, message: str, *, retry_after: float, warning_interval: float) -> None:
+        self.message = message
+        self.retry_after = retry_after
+        self.warning_interval = warning_interval
+        self._retry_at = 0.0
+        self._warned_at = -warning_interval
+
+    @property
+    def backing_off(self) -> bool:
+        return time.monotonic() < self._retry_at
+
+    def failed(self, exc: BaseException) -> None:
         now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            logger.warning(message, extra={"error": f"{type(exc).__name__}: {exc}", **extra})
+        self._retry_at = now + self.retry_after
+        if now - self._warned_at >= self.warning_interval:
+            self._warned_at = now
+            logger.warning(self.message, extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
+class _PrefixCounters(NamedTuple):
+    hits: Counter
+    misses: Counter
+    errors: Counter
+    coalesced: Counter
 
 
 class _Counters:
@@ -92,26 +112,26 @@ class _Counters:
         def counter(name: str, documentation: str) -> Counter:
             return Counter(name, documentation, ("prefix",), registry=metrics.registry)
 
-        self.hits = counter("cache_hits_total", "Reads answered from the cache, by key prefix.")
-        self.misses = counter("cache_misses_total", "Reads that went to the source, by key prefix.")
-        self.errors = counter(
-            "cache_errors_total", "Backend errors, timeouts and unreadable entries, by key prefix."
+        self._families = _PrefixCounters(
+            counter("cache_hits_total", "Reads answered from the cache, by key prefix."),
+            counter("cache_misses_total", "Reads that went to the source, by key prefix."),
+            counter(
+                "cache_errors_total",
+                "Backend errors, timeouts and unreadable entries, by key prefix.",
+            ),
+            counter(
+                "cache_coalesced_total",
+                "Misses served by a load already in flight (single flight), by key prefix.",
+            ),
         )
-        self.coalesced = counter(
-            "cache_coalesced_total",
-            "Misses served by a load already in flight (single flight), by key prefix.",
-        )
-        self._children: dict[str, tuple[Counter, Counter, Counter, Counter]] = {}
+        self._children: dict[str, _PrefixCounters] = {}
 
-    def __call__(self, prefix: str) -> tuple[Counter, Counter, Counter, Counter]:
+    def __call__(self, prefix: str) -> _PrefixCounters:
         # Labelled children are cached: `labels()` validates and locks on every call.
         children = self._children.get(prefix)
         if children is None:
-            children = self._children[prefix] = (
-                self.hits.labels(prefix),
-                self.misses.labels(prefix),
-                self.errors.labels(prefix),
-                self.coalesced.labels(prefix),
+            children = self._children[prefix] = _PrefixCounters(
+                *(family.labels(prefix) for family in self._families)
             )
         return children
 
@@ -138,15 +158,15 @@ class _Codec:
         return self._head + self.adapter.dump_json(value)
 
     def decode(self, raw: bytes) -> Any:
-        """The value, `_STALE` for another shape's entry; ValueError for garbage."""
+        """The value, `_MISS` for another shape's entry, ValueError for garbage."""
         if raw.startswith(self._head):
             return self.adapter.validate_json(raw[len(self._head) :])
         if raw[len(self.fingerprint) : len(self._head)] == b"|":
-            return _STALE
+            return _MISS
         raise ValueError(f"not a cache entry: {raw[:40]!r}")
 
 
-_STALE = object()
+_MISS = object()
 
 
 class Cache:
@@ -163,14 +183,18 @@ class Cache:
         namespace: str = "",
         version: str = "",
         warning_interval: float = 60.0,
+        retry_after: float = 1.0,
         lock_wait: float = 0.0,
     ) -> None:
         self.backend = backend
         self.default_ttl = default_ttl
-        self.warning_interval = warning_interval
         self._root = f"{namespace}:{version}:" if namespace or version else ""
         self._counters = _Counters(metrics)
-        self._warn = WarnEvery(warning_interval)
+        self.outage = Outage(
+            "cache unavailable; serving from the source",
+            retry_after=retry_after,
+            warning_interval=warning_interval,
+        )
         self._codecs: dict[Any, _Codec] = {}
         self._flights: dict[str, asyncio.Task[Any]] = {}
         # Loads that began before a write invalidated their key: their value is not stored.
@@ -212,14 +236,14 @@ class Cache:
         if codec is None:
             codec = self._codecs[model] = _Codec(model)
         prefix = key.partition(PREFIX_SEPARATOR)[0]
-        hits, misses, _, coalesced = self._counters(prefix)
+        counters = self._counters(prefix)
         full_key = self._root + key
 
         value = await self._read(full_key, codec, prefix)
-        if value is not _STALE:
-            hits.inc()
+        if value is not _MISS:
+            counters.hits.inc()
             return value  # type: ignore[no-any-return]
-        misses.inc()
+        counters.misses.inc()
 
         flight = self._flights.get(full_key)
         if flight is None:
@@ -228,21 +252,25 @@ class Cache:
             self._flights[full_key] = flight
             flight.add_done_callback(partial(self._landed, full_key))
         else:
-            coalesced.inc()
+            counters.coalesced.inc()
         # Shielded: a caller that disconnects does not cancel the load the others wait for.
         return await asyncio.shield(flight)
+
+    # Invalidations try the backend even while backing off: a missed one serves stale data
+    # until the entry's TTL runs out, and writes are rare.
 
     async def invalidate(self, *keys: str) -> None:
         """Drop entries after a write; the next read loads the new value."""
         full_keys = [self._root + key for key in keys]
         self._outdate(lambda key: key in full_keys)
-        await self._safely(self.backend.delete(full_keys), keys[0])
+        if full_keys:
+            await self._safely(lambda: self.backend.delete(full_keys), keys[0], always=True)
 
     async def invalidate_prefix(self, prefix: str) -> None:
         """Drop every entry whose key starts with `prefix` (e.g. "portfolio:42:")."""
         full_prefix = self._root + prefix
         self._outdate(lambda key: key.startswith(full_prefix))
-        await self._safely(self.backend.delete_prefix(full_prefix), prefix)
+        await self._safely(lambda: self.backend.delete_prefix(full_prefix), prefix, always=True)
 
     def _outdate(self, matches: Callable[[str], bool]) -> None:
         # A load in flight may have read the source before the write: later readers must not
@@ -265,20 +293,21 @@ class Cache:
         ttl: float,
         prefix: str,
     ) -> Any:
-        leading = await self._safely(self.backend.acquire(key), prefix, fallback=True)
+        leading = await self._safely(lambda: self.backend.acquire(key), prefix, fallback=True)
         if not leading:
             value = await self._wait_for_other_process(key, codec, prefix)
-            if value is not _STALE:
-                self._counters(prefix)[3].inc()
+            if value is not _MISS:
+                self._counters(prefix).coalesced.inc()
                 return value
         try:
             value = await loader()
             if asyncio.current_task() not in self._outdated:
-                await self._safely(self.backend.set(key, codec.encode(value), ttl), prefix)
+                entry = codec.encode(value)
+                await self._safely(lambda: self.backend.set(key, entry, ttl), prefix)
             return value
         finally:
             if leading:
-                await self._safely(self.backend.release(key), prefix)
+                await self._safely(lambda: self.backend.release(key), prefix)
 
     async def _wait_for_other_process(self, key: str, codec: _Codec, prefix: str) -> Any:
         deadline = time.monotonic() + self._lock_wait
@@ -286,31 +315,39 @@ class Cache:
         while time.monotonic() < deadline:
             await asyncio.sleep(pause)
             value = await self._read(key, codec, prefix)
-            if value is not _STALE:
+            if value is not _MISS:
                 return value
             pause = min(pause * 2, 0.05)
-        return _STALE
+        return _MISS
 
     async def _read(self, key: str, codec: _Codec, prefix: str) -> Any:
-        raw = await self._safely(self.backend.get(key), prefix)
+        raw = await self._safely(lambda: self.backend.get(key), prefix)
         if raw is None:
-            return _STALE
+            return _MISS
         try:
             return codec.decode(raw)
         except ValueError as exc:  # garbage, or JSON the model rejects (ValidationError)
-            self._failed(exc, prefix)
-            return _STALE
+            self._counters(prefix).errors.inc()
+            logger.warning("unreadable cache entry", extra={"key": key, "error": str(exc)[:200]})
+            return _MISS
 
-    async def _safely(self, operation: Awaitable[T], prefix: str, fallback: Any = None) -> Any:
-        try:
-            return await operation
-        except Exception as exc:
-            self._failed(exc, prefix)
+    async def _safely(
+        self,
+        operation: Callable[[], Awaitable[Any]],
+        prefix: str,
+        *,
+        fallback: Any = None,
+        always: bool = False,
+    ) -> Any:
+        """The backend operation's result, or `fallback` when it fails or is backing off."""
+        if self.outage.backing_off and not always:
             return fallback
-
-    def _failed(self, exc: Exception, prefix: str) -> None:
-        self._counters(prefix)[2].inc()
-        self._warn("cache unavailable; serving from the source", exc, backend=self.backend.name)
+        try:
+            return await operation()
+        except Exception as exc:
+            self._counters(prefix).errors.inc()
+            self.outage.failed(exc)
+            return fallback
 
 
 def cache_of(request: Request) -> Cache:
