@@ -28,34 +28,12 @@ from asgi_lifespan import LifespanManager
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench import cache_apps  # noqa: E402  (the path above makes the project importable)
+from bench import asgi, cache_apps  # noqa: E402  (the path above makes the project importable)
+from bench.asgi import get_scope  # noqa: E402
 
 
 async def call(app: Any, path: str) -> None:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start" and message["status"] != 200:
-            raise RuntimeError(f"{path}: status {message['status']}")
-
-    await app(scope, receive, send)
+    await app(get_scope(path), asgi.receive, asgi.expect_200)
 
 
 async def load(app: Any, path: str, requests: int, concurrency: int) -> tuple[float, float, float]:

@@ -46,8 +46,6 @@ PREFIX_SEPARATOR = ":"
 class CacheBackend(Protocol):
     """Byte storage with per-entry TTL. Errors propagate: `Cache` decides to fail open."""
 
-    name: str
-
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
