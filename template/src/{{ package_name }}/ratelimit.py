@@ -20,7 +20,6 @@ it builds.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -38,8 +37,6 @@ from .cache import Outage
 from .errors import AppError, ServiceUnavailableError
 from .observability import Metrics
 from .settings import Settings
-
-logger = logging.getLogger(__name__)
 
 
 class RateLimitedError(AppError):
@@ -172,7 +169,7 @@ def document_rate_limits(app: FastAPI) -> None:
         for limited in _rate_limits(route.dependant):
             text = describe(limiter.limit(limited.route))
             if text not in (route.description or ""):
-                route.description = f"{route.description}\n\n{text}".strip()
+                route.description = "\n\n".join(filter(None, [route.description, text]))
             route.responses.setdefault(429, {"description": "Rate limit exceeded"})
 
 
