@@ -106,6 +106,7 @@ class RateLimiter:
             self.errors.inc()
             self.outage.failed(exc)
             return self._unchecked()
+        self.outage.succeeded()
         reset = max(math.ceil(reset_at - time.time()), 0)
         headers = {
             "X-RateLimit-Limit": str(item.amount),

@@ -74,24 +74,33 @@ class CacheBackend(Protocol):
 class Outage:
     """Fail-open bookkeeping for a backend: throttled warnings and a short back-off.
 
-    After a failure the backend is skipped for `retry_after` seconds, so a dead or black-holed
-    server costs one timeout per interval instead of several per request; the first call
-    after that tries it again, which is how service resumes without a restart.
+    After `FAILURES_BEFORE_BACKOFF` failures in a row the backend is skipped for
+    `retry_after` seconds, so a dead or black-holed server costs a few timeouts per interval
+    instead of several per request, while one slow call under a burst does not switch the
+    cache off. The first call after the back-off tries again: that is how service resumes
+    without a restart.
     """
+
+    FAILURES_BEFORE_BACKOFF = 3
 
     def __init__(self, message: str, *, retry_after: float, warning_interval: float) -> None:
         self.message = message
         self.retry_after = retry_after
         self.warning_interval = warning_interval
+        self._failures = 0
         self._retry_at = 0.0
         self._warned_at = -warning_interval
 
     @property
     def backing_off(self) -> bool:
-        return time.monotonic() < self._retry_at
+        return self._failures >= self.FAILURES_BEFORE_BACKOFF and time.monotonic() < self._retry_at
+
+    def succeeded(self) -> None:
+        self._failures = 0
 
     def failed(self, exc: BaseException) -> None:
         now = time.monotonic()
+        self._failures += 1
         self._retry_at = now + self.retry_after
         if now - self._warned_at >= self.warning_interval:
             self._warned_at = now
@@ -341,11 +350,13 @@ class Cache:
         if self.outage.backing_off and not always:
             return fallback
         try:
-            return await operation()
+            result = await operation()
         except Exception as exc:
             self._counters(prefix).errors.inc()
             self.outage.failed(exc)
             return fallback
+        self.outage.succeeded()
+        return result
 
 
 def cache_of(request: Request) -> Cache:
