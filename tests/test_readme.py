@@ -5,7 +5,7 @@ would, with one substitution: the published template URL becomes a local git rep
 template (a clean ``git clone`` of HEAD under CI=true; locally a snapshot of the working tree,
 so uncommitted work is tested too; ``README_TEST_SOURCE=head|worktree`` forces either).
 
-1. ``pip install copier uv && copier copy --defaults <URL> my-service`` in a fresh venv;
+1. ``pip install copier uv && copier copy --trust --defaults <URL> my-service`` in a fresh venv;
 2. ``cd my-service && uv run my-service serve`` in the background with PORT set to a free port,
    polling ``/health/ready`` until it answers 200; then the server is stopped;
 3. ``uv run pytest`` in the generated project (its README's test command) must pass.
@@ -53,7 +53,7 @@ def test_quickstart_block_shape() -> None:
     commands = fenced_block("quickstart")
     assert len(commands) == 2, f"the quick start must be exactly two commands: {commands}"
     install, serve = commands
-    assert install.startswith("pip install copier uv && copier copy --defaults ")
+    assert install.startswith("pip install copier uv && copier copy --trust --defaults ")
     assert PLACEHOLDER_URL in install, f"template URL {PLACEHOLDER_URL} not in: {install}"
     dst = shlex.split(install)[-1]
     assert serve.startswith(f"cd {dst} && uv run "), serve
@@ -156,6 +156,10 @@ def test_quickstart_runs(tmp_path: Path, background: list[subprocess.Popen[bytes
     # 1. install copier and uv, generate the project
     sh(install, cwd=tmp_path / "work", env=env, timeout=600)
     assert (project / "pyproject.toml").is_file(), f"{install} created no project"
+    # The post-copy hook (run thanks to --trust) made a repository with one commit.
+    commits = _git(project, "rev-list", "--count", "HEAD").strip()
+    assert commits == "1", f"expected the hook's first commit, got {commits!r}"
+    assert _git(project, "status", "--porcelain").strip() == "", "the first commit left files out"
 
     # 2. serve it; poll readiness
     port = _free_port()
