@@ -267,7 +267,7 @@ async def estimate_completion(session: AsyncSession, job: Job) -> datetime | Non
     )
     durations = [
         (finished - started).total_seconds()
-        for started, finished in recent.tuples()
+        for started, finished in recent
         if started is not None and finished is not None
     ]
     if not durations:
