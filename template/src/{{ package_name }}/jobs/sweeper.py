@@ -7,12 +7,12 @@ sweepers at once are harmless: a job delivered twice still runs once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import timedelta
 
 from ..db import Database
+from ..resources import stop_task
 from ..settings import Settings
 from . import JobQueue
 from .service import purge_finished, requeue_candidates
@@ -36,11 +36,8 @@ class Sweeper:
         self._task = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _sweep_forever(self) -> None:
         while True:
