@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import Counter
 from pydantic import JsonValue
-from sqlalchemy import delete, select, update
+from sqlalchemy import Update, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..errors import AppError
@@ -165,7 +165,8 @@ async def _claim(session: AsyncSession, job_id: str) -> tuple[str, dict[str, Any
     return None if row is None else (row.kind, row.arguments, row.attempts)
 
 
-def _holding_claim(job_id: str, attempt: int) -> Any:
+def _holding_claim(job_id: str, attempt: int) -> Update:
+    """An UPDATE that applies only while this delivery still holds the job."""
     return update(Job).where(
         Job.id == job_id, Job.state == JobState.RUNNING, Job.attempts == attempt
     )
