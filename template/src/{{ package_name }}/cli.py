@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
 
 import uvicorn
+from pydantic import ValidationError
 
 from .components import run_worker
 from .db import migrate
@@ -65,7 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate_cmd.set_defaults(handler=_migrate)
 
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # Name the environment variable, not a traceback through pydantic.
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            sys.stderr.write(f"invalid setting {name}: {error['msg']}\n")
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     handler = args.handler
     return int(handler(args, settings))
