@@ -36,7 +36,8 @@ from asgi_lifespan import LifespanManager
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
-from bench import apps  # noqa: E402  (the path above makes the project importable uninstalled)
+from bench import apps, asgi  # noqa: E402  (the path above makes the project importable uninstalled)
+from bench.asgi import get_scope  # noqa: E402
 
 APPS: dict[str, tuple[str, bool]] = {
     "full stack": ("bench.apps:full", True),
@@ -59,29 +60,7 @@ def environment(database_dir: str) -> dict[str, str]:
 
 
 async def cpu_us_per_request(app: Any, requests: int) -> float:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": apps.PATH,
-        "raw_path": apps.PATH.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start" and message["status"] != 200:
-            raise RuntimeError(f"status {message['status']}")
-
+    scope, receive, send = get_scope(apps.PATH), asgi.receive, asgi.expect_200
     for _ in range(200):  # warm-up
         await app(dict(scope), receive, send)
     started = time.process_time()

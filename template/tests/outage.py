@@ -25,13 +25,15 @@ class CuttableProxy:
 
     async def cut(self) -> None:
         """Stop listening and drop every open connection, as a crashed server would."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        # Abort before waiting: since Python 3.12 wait_closed() waits for open connections.
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+        if server is not None:
+            await server.wait_closed()
 
     async def _serve(
         self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter

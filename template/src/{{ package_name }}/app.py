@@ -12,6 +12,7 @@ from .components import build_resources, feature_routers
 from .errors import install_error_handlers
 from .middleware import CacheControlMiddleware, CompressionMiddleware, RequestContextMiddleware
 from .observability import Metrics, configure_logging, metrics_router
+from .ratelimit import document_rate_limits
 from .resources import ResourceRegistry
 from .settings import Settings
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.router.routes.extend(metrics_router.routes)
     for router in feature_routers():
         app.include_router(router)
+    document_rate_limits(app)
 
     install_error_handlers(app, db_retry_after=settings.db_retry_after_seconds)
 

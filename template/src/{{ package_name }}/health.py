@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from .observability import request_id_var
-from .resources import registry, stop_task
+from .resources import DEGRADED, registry, stop_task
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -186,14 +186,19 @@ async def live() -> Response:
     summary="Readiness: every resource answers",
     description=(
         "Checks each resource concurrently (timeout `READINESS_TIMEOUT`). "
-        "503 names the resources that failed."
+        "503 names the resources that failed. A resource the service works around when it is "
+        "down (a cache) is reported as `degraded: ...` and does not fail readiness."
     ),
     responses={503: {"description": "At least one resource failed its check"}},
 )
 async def ready(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     checks = await registry(request).check(settings.readiness_timeout)
-    failed = sorted(name for name, result in checks.items() if result != "ok")
+    failed = sorted(
+        name
+        for name, result in checks.items()
+        if result != "ok" and not result.startswith(DEGRADED)
+    )
     if not failed:
         return Response(
             orjson.dumps({"status": "ready", "checks": checks}), media_type="application/json"

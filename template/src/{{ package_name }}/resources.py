@@ -19,6 +19,8 @@ from fastapi import FastAPI, Request
 
 logger = logging.getLogger(__name__)
 
+DEGRADED = "degraded: "
+
 
 @runtime_checkable
 class Resource(Protocol):
@@ -38,6 +40,14 @@ class Checkable(Protocol):
     name: str
 
     async def check(self) -> None: ...
+
+
+class Degraded(Exception):
+    """Raised by `check` when a resource is down but the service works around it (fails open).
+
+    Readiness reports it as "degraded: ..." and stays ready: taking every replica out of the
+    load balancer because a cache is down would turn a slower service into no service.
+    """
 
 
 class ResourceStartupError(RuntimeError):
@@ -92,7 +102,8 @@ class ResourceRegistry:
             logger.info("resource closed", extra={"resource": resource.name})
 
     async def check(self, check_timeout: float) -> dict[str, str]:
-        """Run every readiness check concurrently; map each name to "ok" or the failure."""
+        """Run every readiness check concurrently; map each name to "ok", "degraded: ..." or
+        the failure."""
         checkable = [r for r in self._resources.values() if isinstance(r, Checkable)]
         results = await asyncio.gather(
             *(asyncio.wait_for(r.check(), check_timeout) for r in checkable), return_exceptions=True
@@ -100,7 +111,9 @@ class ResourceRegistry:
         report: dict[str, str] = {}
         for resource, result in zip(checkable, results, strict=True):
             if isinstance(result, BaseException):
-                if isinstance(result, TimeoutError):
+                if isinstance(result, Degraded):
+                    report[resource.name] = f"{DEGRADED}{result}"[:300]
+                elif isinstance(result, TimeoutError):
                     report[resource.name] = f"timed out after {check_timeout:g}s"
                 else:
                     report[resource.name] = f"{type(result).__name__}: {result}"[:300]

@@ -1,0 +1,34 @@
+"""Calling an ASGI app in-process, without sockets: what the benchmarks time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_scope(path: str) -> dict[str, Any]:
+    """An HTTP GET scope; pass a copy per call, as a server would."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
+async def receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def expect_200(message: dict[str, Any]) -> None:
+    """The `send` callable: drops the response, fails the run on any status but 200."""
+    if message["type"] == "http.response.start" and message["status"] != 200:
+        raise RuntimeError(f"status {message['status']}")

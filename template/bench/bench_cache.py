@@ -1,0 +1,126 @@
+"""Benchmark the cache and the rate limiter: the same read uncached, cached (a hit), and
+cached behind the rate limiter, in the same run, for each cache backend available.
+
+The app is called in-process (no sockets, no load generator), two ways: one caller at a
+time, CPU time per request (steady; the figure for the rate limiter's overhead); and C
+concurrent callers, each request timed on the wall clock: requests/s, p50 and p99. Rounds are
+interleaved and medians reported; compare ratios within one run. The Redis backend is
+measured when REDIS_URL is set.
+
+    uv run python bench/bench_cache.py [--rounds 5] [--requests 3000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from asgi_lifespan import LifespanManager
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from bench import asgi, cache_apps  # noqa: E402  (the path above makes the project importable)
+from bench.asgi import get_scope  # noqa: E402
+
+
+async def call(app: Any, path: str) -> None:
+    await app(get_scope(path), asgi.receive, asgi.expect_200)
+
+
+async def load(app: Any, path: str, requests: int, concurrency: int) -> tuple[float, float, float]:
+    """requests/s, p50 ms and p99 ms of `requests` calls, `concurrency` at a time."""
+    latencies: list[float] = []
+    remaining = requests
+
+    async def caller() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            started = time.perf_counter()
+            await call(app, path)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1e3
+    p99 = latencies[int(len(latencies) * 0.99)] * 1e3
+    return requests / elapsed, p50, p99
+
+
+async def cpu_us_per_request(app: Any, path: str, requests: int) -> float:
+    started = time.process_time()
+    for _ in range(requests):
+        await call(app, path)
+    return (time.process_time() - started) / requests * 1e6
+
+
+async def measure(backend: str, app: Any, args: argparse.Namespace) -> None:
+    names = list(cache_apps.PATHS)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    loaded: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+    async with LifespanManager(app):
+        for path in cache_apps.PATHS.values():  # warm-up; fills the cache
+            for _ in range(200):
+                await call(app, path)
+        for _ in range(args.rounds):
+            for name, path in cache_apps.PATHS.items():
+                cpu[name].append(await cpu_us_per_request(app, path, args.requests))
+                loaded[name].append(await load(app, path, args.requests, args.concurrency))
+
+    print(f"\n{backend} backend ({type(app.state.cache.backend).__name__}):")
+    figures = {}
+    for name in names:
+        micros = statistics.median(cpu[name])
+        rps, p50, p99 = (statistics.median(sample[i] for sample in loaded[name]) for i in range(3))
+        figures[name] = (micros, rps, p99)
+        print(
+            f"  {name:<20} {micros:7.0f} us CPU   {rps:7.0f} requests/s"
+            f"   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+        )
+    uncached, cached, limited = (figures[name] for name in names)
+    print(
+        f"  cached vs uncached: {cached[1] / uncached[1]:.2f}x requests/s,"
+        f" p99 {cached[2] / uncached[2]:.2f}x, CPU {cached[0] / uncached[0]:.2f}x"
+    )
+    print(
+        f"  rate limiter: {limited[0] - cached[0]:+.0f} us CPU per request,"
+        f" {limited[1] / cached[1]:.2f}x requests/s"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    for backend, overrides in cache_apps.backends().items():
+        await measure(backend, cache_apps.build(**overrides), args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per round and read")
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as database_dir:
+        os.environ.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{database_dir}/bench.sqlite3")
+        os.environ["ACCESS_LOG"] = "false"
+        logging.disable(logging.INFO)
+        print(
+            f"Same read uncached, cached and rate limited: {args.concurrency} concurrent callers,"
+            f" in-process (median of {args.rounds} rounds x {args.requests} requests)"
+        )
+        asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Per-user rate limits with the `limits` library, declared per endpoint.
+
+    @router.get("/search", summary="...", dependencies=[rate_limit("search")])
+
+The limit for "search" is `RATE_LIMIT_ROUTES["search"]`, else `RATE_LIMIT_DEFAULT`; the same
+setting is written into the route's OpenAPI description at start-up, so docs and behaviour
+cannot drift. Counters live next to the cache (Redis when it is configured, process memory
+otherwise) in a moving window: no double burst at a window edge.
+
+Who is limited: `request.state.user_id` when an auth dependency has set it (declare auth
+before the limit), else the client address. That address is the one uvicorn derives from
+X-Forwarded-For only when the direct peer is in FORWARDED_ALLOW_IPS (addresses or CIDRs), so
+a client cannot pick a fresh identity by sending its own X-Forwarded-For header.
+
+Every limited response carries X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset
+(seconds until a request is allowed again); a 429 also carries Retry-After. An endpoint that
+returns a `Response` itself must copy those headers: FastAPI merges them only into responses
+it builds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from prometheus_client import Counter
+
+from .cache import Outage
+from .errors import AppError, ServiceUnavailableError
+from .observability import Metrics
+from .settings import Settings
+
+
+class RateLimitedError(AppError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class RateLimiter:
+    """The limits per route and the storage that counts them; a resource on `app.state`."""
+
+    name = "ratelimit"
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        storage: Callable[[], Storage],
+        *,
+        retry_after: float = 1.0,
+        warning_interval: float = 60.0,
+    ) -> None:
+        # Parsed once: a typo in a limit fails start-up, not the first request.
+        self.default = parse(settings.rate_limit_default)
+        self.routes = {name: parse(text) for name, text in settings.rate_limit_routes.items()}
+        self.fail_open = settings.rate_limit_fail_open
+        self._storage_factory = storage
+        self._limiter: MovingWindowRateLimiter | None = None
+        self.outage = Outage(
+            "rate-limit storage unavailable; "
+            + ("serving requests unlimited" if self.fail_open else "answering 503"),
+            retry_after=retry_after,
+            warning_interval=warning_interval,
+        )
+        self.rejected = Counter(
+            "rate_limit_rejected_total",
+            "Requests answered 429, by route name.",
+            ("route",),
+            registry=metrics.registry,
+        )
+        self.errors = Counter(
+            "rate_limit_errors_total",
+            "Storage errors while checking a limit.",
+            registry=metrics.registry,
+        )
+
+    def limit(self, route: str) -> RateLimitItem:
+        return self.routes.get(route, self.default)
+
+    async def open(self) -> None:
+        # Built here, not in __init__: the storage may share a pool the cache opens first.
+        self._limiter = MovingWindowRateLimiter(self._storage_factory())
+
+    async def close(self) -> None:
+        self._limiter = None  # the cache backend owns the connections
+
+    async def enforce(self, route: str, identity: str) -> dict[str, str]:
+        """Count one request; the headers to send, or RateLimitedError when over the limit."""
+        if self._limiter is None:
+            raise RuntimeError("the rate limiter is not open")
+        item = self.limit(route)
+        if self.outage.backing_off:
+            return self._unchecked()
+        try:
+            allowed = await self._limiter.hit(item, route, identity)
+            reset_at, remaining = await self._limiter.get_window_stats(item, route, identity)
+        except Exception as exc:  # any storage failure: the setting decides, never a 500
+            self.errors.inc()
+            self.outage.failed(exc)
+            return self._unchecked()
+        self.outage.succeeded()
+        reset = max(math.ceil(reset_at - time.time()), 0)
+        headers = {
+            "X-RateLimit-Limit": str(item.amount),
+            "X-RateLimit-Remaining": str(max(remaining, 0)),
+            "X-RateLimit-Reset": str(reset),
+        }
+        if not allowed:
+            self.rejected.labels(route).inc()
+            raise RateLimitedError(
+                f"rate limit of {item} exceeded; retry in {max(reset, 1)} s",
+                headers={**headers, "Retry-After": str(max(reset, 1))},
+            )
+        return headers
+
+    def _unchecked(self) -> dict[str, str]:
+        if self.fail_open:
+            return {}
+        raise ServiceUnavailableError(
+            "rate limiting is unavailable; retry later",
+            retry_after=max(math.ceil(self.outage.retry_after), 1),
+            code="rate_limit_unavailable",
+        )
+
+
+def client_identity(request: Request) -> str:
+    user_id = getattr(request.state, "user_id", None)
+    if user_id is not None:
+        return f"user:{user_id}"
+    return f"ip:{request.client.host if request.client else 'unknown'}"
+
+
+class RateLimit:
+    """The dependency behind `rate_limit(route)`; its route name also feeds the docs."""
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+
+    async def __call__(self, request: Request, response: Response) -> None:
+        limiter: RateLimiter = request.app.state.ratelimit
+        response.headers.update(await limiter.enforce(self.route, client_identity(request)))
+
+
+def rate_limit(route: str) -> Any:
+    """`dependencies=[rate_limit("search")]`: limit this endpoint under the name "search"."""
+    return Depends(RateLimit(route))
+
+
+def describe(item: RateLimitItem) -> str:
+    return (
+        f"Rate limit: {item} per user (per client address when anonymous); "
+        "over it the answer is 429 with Retry-After."
+    )
+
+
+def document_rate_limits(app: FastAPI) -> None:
+    """Write each limited route's limit into its OpenAPI description and responses."""
+    limiter: RateLimiter = app.state.ratelimit
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        for limited in _rate_limits(route.dependant):
+            text = describe(limiter.limit(limited.route))
+            if text not in (route.description or ""):
+                route.description = "\n\n".join(filter(None, [route.description, text]))
+            route.responses.setdefault(429, {"description": "Rate limit exceeded"})
+
+
+def _rate_limits(dependant: Dependant) -> Iterator[RateLimit]:
+    for dependency in dependant.dependencies:
+        if isinstance(dependency.call, RateLimit):
+            yield dependency.call
+        yield from _rate_limits(dependency)

@@ -1,0 +1,542 @@
+"""Fixtures for the template's tests: rendering, shared virtual environments, service URLs.
+
+Rendering
+    The template root (copier.yml, the ``_subdirectory``, hooks/) is copied once per session
+    into a plain directory. Copier renders a plain directory as-is: no git clone per call, and
+    uncommitted edits are rendered too. ``render(variant_or_answers)`` renders each distinct
+    answer set once per session (per xdist worker) and returns the pristine output directory;
+    tests that run tools inside a project work on ``work_copy(...)`` of it.
+
+Shared virtual environments
+    One per Python version (3.11, 3.12, 3.13), built with ``uv venv`` + ``uv pip install`` from
+    the union of [project].dependencies and [dependency-groups].dev of the covering-set
+    variants for that version. They live under ``.cache/venvs`` (or $TEMPLATE_TEST_CACHE), keyed
+    by a hash of the requirements and the interpreter, and are built under a file lock so xdist
+    workers build each one once. The generated projects are NOT installed into them: tests run
+    with PYTHONPATH=<project>/src.
+
+Interpreters
+    A variant for Python 3.X runs on Python 3.X, never on another version. When 3.X is not
+    installed its tests are skipped with a reason naming the version, and the terminal summary
+    lists what was found and what was missing.
+
+Services
+    TEST_DATABASE_URL, TEST_REDIS_URL, TEST_RABBITMQ_URL (exported by .ci/run). Missing URLs
+    fail the services tests when CI=true, and skip them otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import variants as V
+
+REPO_ROOT = V.REPO_ROOT
+CACHE_ROOT = Path(os.environ.get("TEMPLATE_TEST_CACHE", REPO_ROOT / ".cache")).resolve()
+SERVICE_ENV = {
+    "DATABASE_URL": "TEST_DATABASE_URL",
+    "REDIS_URL": "TEST_REDIS_URL",
+    "RABBITMQ_URL": "TEST_RABBITMQ_URL",
+}
+PYTHON_VERSIONS = V.choice_values("python_version")
+# Added to every shared venv: the harness's own needs when running generated suites.
+HARNESS_REQUIREMENTS = ("pytest-timeout>=2.3",)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and collection
+# ---------------------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("template")
+    group.addoption(
+        "--variants",
+        default=os.environ.get("TEMPLATE_VARIANTS", ""),
+        help="comma-separated variant ids: run only the parametrized tests of these variants "
+        "(default: $TEMPLATE_VARIANTS, else all)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = {v.strip() for v in config.getoption("--variants").split(",") if v.strip()}
+    if not wanted:
+        return
+    known = {v.id for v in V.all_variants()}
+    unknown = wanted - known
+    if unknown:
+        raise pytest.UsageError(f"--variants: unknown variant ids: {sorted(unknown)}")
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        variant = callspec.params.get("variant") if callspec else None
+        if variant is None or variant.id in wanted:
+            keep.append(item)
+        else:
+            drop.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpreters
+# ---------------------------------------------------------------------------------------------
+def _interpreter_version(path: str) -> str | None:
+    try:
+        out = subprocess.run(
+            [path, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _pyenv_root() -> Path | None:
+    if root := os.environ.get("PYENV_ROOT"):
+        return Path(root)
+    if shutil.which("pyenv"):
+        out = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=False)
+        if out.returncode == 0 and out.stdout.strip():
+            return Path(out.stdout.strip())
+    default = Path.home() / ".pyenv"
+    return default if default.is_dir() else None
+
+
+def uv_bin() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if not found:
+            raise RuntimeError("uv not found: run the tests with `uv run pytest`") from None
+        return found
+
+
+_INTERPRETERS: dict[str, str | None] = {}
+
+
+def find_interpreter(version: str) -> str | None:
+    """A working python<version> executable, or None. Never another minor version."""
+    if version in _INTERPRETERS:
+        return _INTERPRETERS[version]
+    # TEMPLATE_HIDE_PYTHONS=3.13,... pretends those are not installed (to test the skip path).
+    if version in os.environ.get("TEMPLATE_HIDE_PYTHONS", "").split(","):
+        _INTERPRETERS[version] = None
+        return None
+    candidates: list[str] = []
+    if (root := _pyenv_root()) is not None:
+
+        def patch(p: Path) -> tuple[int, ...]:
+            return tuple(int(x) for x in re.findall(r"\d+", p.name))
+
+        installed = sorted((root / "versions").glob(f"{version}.*"), key=patch, reverse=True)
+        candidates += [str(p / "bin" / f"python{version}") for p in installed]
+    if sys.version_info[:2] == tuple(int(x) for x in version.split(".")):
+        candidates.append(sys.executable)
+    if which := shutil.which(f"python{version}"):
+        candidates.append(which)
+    with contextlib.suppress(RuntimeError, OSError):
+        out = subprocess.run(
+            [uv_bin(), "python", "find", "--system", "--no-python-downloads", version],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd="/",
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            candidates.append(out.stdout.strip())
+    found = None
+    for cand in candidates:
+        got = _interpreter_version(cand)
+        if got and got.rsplit(".", 1)[0] == version:
+            found = cand
+            break
+    _INTERPRETERS[version] = found
+    return found
+
+
+def require_interpreter(version: str) -> str:
+    interp = find_interpreter(version)
+    if interp is None:
+        pytest.skip(
+            f"MISSING INTERPRETER: Python {version} is not installed on this machine, so the "
+            f"python_version={version} variants were NOT run (they never fall back to another "
+            "version). Install it (pyenv install / uv python install) to run them."
+        )
+    return interp
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------------
+def _copy_template_root(dst: Path) -> Path:
+    questions = V.load_questions()
+    subdir = str(questions.get("_subdirectory", "") or "")
+    ignore = shutil.ignore_patterns(
+        "__pycache__", "*.py[co]", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".venv"
+    )
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("copier.yml", "copier.yaml"):
+        if (REPO_ROOT / name).is_file():
+            shutil.copy2(REPO_ROOT / name, dst / name)
+    for name in {subdir, "hooks", "includes", "extensions"} - {""}:
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, dst / name, ignore=ignore, symlinks=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def template_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The template root as a plain (non-git) directory: Copier renders it without cloning."""
+    return _copy_template_root(tmp_path_factory.mktemp("template-src"))
+
+
+class RenderError(Exception):
+    pass
+
+
+@dataclass
+class Renderer:
+    src: Path
+    root: Path
+
+    def __post_init__(self) -> None:
+        self._done: dict[str, Path | BaseException] = {}
+        self.seconds = 0.0
+
+    @staticmethod
+    def key(answers: Mapping[str, Any]) -> str:
+        return json.dumps(dict(answers), sort_keys=True, default=str)
+
+    def __call__(self, what: V.Variant | Mapping[str, Any]) -> Path:
+        from copier import run_copy
+
+        if isinstance(what, V.Variant):
+            answers, name = what.answers(), what.id
+        else:
+            answers = dict(what)
+            name = "answers-" + hashlib.sha1(self.key(answers).encode()).hexdigest()[:10]
+        key = self.key(answers)
+        if key in self._done:
+            done = self._done[key]
+            if isinstance(done, BaseException):
+                raise RenderError(f"rendering {name} failed earlier: {done!r}") from done
+            return done
+        dst = self.root / name
+        t0 = time.perf_counter()
+        try:
+            run_copy(
+                str(self.src),
+                str(dst),
+                data=answers,
+                defaults=True,
+                unsafe=True,
+                quiet=True,
+                vcs_ref="HEAD",
+            )
+        except BaseException as exc:
+            self._done[key] = exc
+            raise
+        finally:
+            self.seconds += time.perf_counter() - t0
+        self._done[key] = dst
+        return dst
+
+
+@pytest.fixture(scope="session")
+def render(template_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+    """render(variant | answers) -> pristine output dir, rendered once per session."""
+    return Renderer(template_copy, tmp_path_factory.mktemp("rendered"))
+
+
+@pytest.fixture
+def work_copy(tmp_path: Path) -> Callable[[Path], Path]:
+    """A private, writable copy of a rendered project (tools write caches and databases)."""
+
+    def copy(project: Path) -> Path:
+        dst = tmp_path / project.name
+        shutil.copytree(project, dst, symlinks=True)
+        return dst
+
+    return copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared virtual environments
+# ---------------------------------------------------------------------------------------------
+def project_requirements(project: Path) -> list[str]:
+    """[project].dependencies + [dependency-groups].dev (include-group resolved)."""
+    data = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
+    reqs = list(data.get("project", {}).get("dependencies", []))
+    groups = data.get("dependency-groups", {})
+
+    def expand(name: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        out: list[str] = []
+        for item in groups.get(name, []):
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, dict) and "include-group" in item:
+                inc = item["include-group"]
+                if inc not in seen:
+                    out += expand(inc, seen | {name})
+        return out
+
+    return reqs + expand("dev")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_venv(interp: str, requirements: list[str], label: str) -> Path:
+    """Create (once, under a lock) a venv for ``interp`` with ``requirements`` installed."""
+    version = _interpreter_version(interp) or "?"
+    digest = hashlib.sha256(
+        json.dumps([interp, version, sorted(set(requirements))]).encode()
+    ).hexdigest()[:12]
+    base = CACHE_ROOT / "venvs"
+    venv = base / f"{label}-{digest}"
+    with file_lock(base / f"{label}.lock"):
+        if (venv / ".complete").is_file():
+            return venv
+        # Older builds for this label are stale (other requirements or interpreter).
+        for old in base.glob(f"{label}-*"):
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        env = {**os.environ, "VIRTUAL_ENV": str(venv)}
+        env.pop("PYTHONPATH", None)
+        steps = [
+            [uv_bin(), "venv", "--quiet", "--seed", "--python", interp, str(venv)],
+            [
+                uv_bin(),
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(venv / "bin" / "python"),
+                *sorted(set(requirements)),
+            ],
+        ]
+        for cmd in steps:
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if out.returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)
+                raise RuntimeError(
+                    f"building the shared venv {venv.name} failed: {' '.join(cmd)}\n"
+                    f"{out.stdout}\n{out.stderr}"
+                )
+        (venv / "requirements.txt").write_text("\n".join(sorted(set(requirements))) + "\n")
+        (venv / ".complete").write_text(version + "\n")
+    return venv
+
+
+@dataclass
+class SharedVenvs:
+    render: Renderer
+    _built: dict[str, Path | BaseException]
+
+    def __call__(self, python_version: str) -> Path:
+        """The shared venv for ``python_version`` (skips the test if no such interpreter)."""
+        interp = require_interpreter(python_version)
+        done = self._built.get(python_version)
+        if isinstance(done, BaseException):
+            pytest.fail(f"the shared Python {python_version} venv could not be built: {done}")
+        if done is not None:
+            return done
+        requirements: set[str] = set()
+        for variant in V.covering_set():
+            if variant.python == python_version:
+                requirements.update(project_requirements(self.render(variant)))
+        requirements.update(HARNESS_REQUIREMENTS)
+        try:
+            venv = build_venv(interp, sorted(requirements), f"py{python_version}")
+        except RuntimeError as exc:
+            self._built[python_version] = exc
+            raise
+        self._built[python_version] = venv
+        return venv
+
+
+@pytest.fixture(scope="session")
+def shared_venv(render: Renderer) -> SharedVenvs:
+    """shared_venv("3.12") -> Path of a venv with the covering set's dependencies."""
+    return SharedVenvs(render, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Services
+# ---------------------------------------------------------------------------------------------
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = re.sub(r"\D", "", worker)
+    return int(digits) if digits else 0
+
+
+def _redis_db_for_worker(url: str) -> str:
+    """Give each xdist worker its own Redis database number, so concurrent runs don't mix."""
+    parts = urlsplit(url)
+    base = parts.path.strip("/")
+    if base and not base.isdigit():
+        return url
+    db = (int(base or 0) + 1 + _worker_index()) % 16
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+@pytest.fixture(scope="session")
+def service_urls() -> dict[str, str]:
+    """DATABASE_URL / REDIS_URL / RABBITMQ_URL for the real-services runs.
+
+    Fails when any TEST_* URL is missing under CI=true; skips locally.
+    """
+    missing = [test for test in SERVICE_ENV.values() if not os.environ.get(test)]
+    if missing:
+        message = (
+            f"{', '.join(missing)} not set: the real-services run needs PostgreSQL, Redis and "
+            "RabbitMQ URLs (.ci/run checks the services and exports them)"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    urls = {app: os.environ[test] for app, test in SERVICE_ENV.items()}
+    urls["REDIS_URL"] = _redis_db_for_worker(urls["REDIS_URL"])
+    return urls
+
+
+# ---------------------------------------------------------------------------------------------
+# Running tools in a project
+# ---------------------------------------------------------------------------------------------
+SCRUBBED_PREFIXES = ("PYTEST_", "VIRTUAL_ENV", "UV_PROJECT", "PYTHONPATH", "PYTHONHOME")
+
+
+def project_env(
+    project: Path, venv: Path | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Environment for running a generated project's tools: no service URLs unless ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in SERVICE_ENV
+        and k not in SERVICE_ENV.values()
+        and not k.startswith(SCRUBBED_PREFIXES)
+    }
+    env["PYTHONPATH"] = str(project / "src")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if venv is not None:
+        env["VIRTUAL_ENV"] = str(venv)
+        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra or {})
+    return env
+
+
+def tail(text: str, lines: int = 60) -> str:
+    kept = text.rstrip().splitlines()[-lines:]
+    return "\n".join(kept)
+
+
+def run(
+    cmd: list[str], cwd: Path, env: Mapping[str, str], timeout: float = 900, hint: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in its own session; on timeout, or when it leaves processes behind (a server
+    or worker a test forgot to stop), the whole process group is killed."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+    def kill_group() -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group()
+        stdout, stderr = proc.communicate()
+        pytest.fail(
+            f"{' '.join(cmd)} timed out after {timeout:.0f}s (hung?) in {cwd}\n"
+            f"{hint}--- last lines of output ---\n{tail(stdout + stderr)}",
+            pytrace=False,
+        )
+    finally:
+        kill_group()
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary: interpreters found, time spent per kind of test
+# ---------------------------------------------------------------------------------------------
+_SPANS: dict[str, list[float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when != "call":
+        return
+    kind = next((m for m in ("render", "generated", "slow") if m in report.keywords), "other")
+    span = _SPANS.setdefault(kind, [float("inf"), 0.0, 0.0, 0])
+    start = getattr(report, "start", None)
+    stop = getattr(report, "stop", None)
+    if start is not None and stop is not None:
+        span[0] = min(span[0], start)
+        span[1] = max(span[1], stop)
+    span[2] += report.duration
+    span[3] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return
+    tr = terminalreporter
+    tr.section("template: interpreters")
+    for version in PYTHON_VERSIONS:
+        interp = find_interpreter(version)
+        if interp:
+            tr.write_line(f"Python {version}: {interp} ({_interpreter_version(interp)})")
+        else:
+            tr.write_line(
+                f"Python {version}: NOT FOUND - the python_version={version} variants "
+                "(generated tests and compile checks) were skipped, not run on another version",
+                red=True,
+            )
+    if _SPANS:
+        tr.section("template: time by kind of test")
+        for kind, (start, stop, total, count) in sorted(_SPANS.items()):
+            wall = f"{stop - start:.1f}s wall, " if stop >= start else ""
+            if kind == "other":
+                wall = ""
+            tr.write_line(f"{kind:<10} {int(count):>4} tests: {wall}{total:.1f}s summed test time")

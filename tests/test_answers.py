@@ -1,0 +1,122 @@
+"""Bad answers fail `copier copy` with a message naming the question; defaults derive.
+
+Copier validates `data=` answers like prompted ones: a validator's output raises
+``ValueError: Validation error for question 'X': ...`` and a value outside ``choices`` raises
+``ValueError: Invalid choice for 'X': ...``. Nothing is rendered in either case.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import variants as V
+import yaml
+from conftest import Renderer
+
+COPIER_ERROR = r"Validation error for question|Invalid choice for"
+BASE: dict[str, Any] = {"project_name": "Answers Check"}
+
+BAD_ANSWERS = [
+    # (question named in the error, answers)
+    pytest.param("project_name", {"project_name": "1 starts with a digit"}, id="name-digit"),
+    pytest.param("project_name", {"project_name": "x" * 65}, id="name-too-long"),
+    pytest.param("project_slug", {"project_slug": "My_Slug"}, id="slug-upper-underscore"),
+    pytest.param("project_slug", {"project_slug": "my--slug"}, id="slug-double-dash"),
+    pytest.param("project_slug", {"project_slug": "-my-slug"}, id="slug-leading-dash"),
+    pytest.param("package_name", {"package_name": "class"}, id="package-keyword"),
+    pytest.param("package_name", {"package_name": "json"}, id="package-stdlib"),
+    pytest.param("package_name", {"package_name": "redis"}, id="package-dependency"),
+    pytest.param("package_name", {"package_name": "fastapi"}, id="package-fastapi"),
+    pytest.param("package_name", {"package_name": "9lives"}, id="package-digit"),
+    pytest.param("package_name", {"package_name": "My-Pkg"}, id="package-not-identifier"),
+    pytest.param("author_email", {"author_email": "not-an-email"}, id="email-no-at"),
+    pytest.param("author_email", {"author_email": "a@b"}, id="email-no-tld"),
+    pytest.param("description", {"description": 'has "quotes"'}, id="description-quotes"),
+    pytest.param("flavor", {"flavor": "crm"}, id="flavor-unknown"),
+    pytest.param("queue_backend", {"queue_backend": "kafka"}, id="queue-unknown"),
+    pytest.param(
+        "celery_broker", {"queue_backend": "celery", "celery_broker": "sqs"}, id="broker-unknown"
+    ),
+    pytest.param("cache", {"cache": "memcached"}, id="cache-unknown"),
+    pytest.param("autoscaling", {"autoscaling": "nomad"}, id="autoscaling-unknown"),
+    pytest.param("python_version", {"python_version": "3.9"}, id="python-unsupported"),
+    pytest.param(
+        "scale_max_replicas",
+        {"autoscaling": "kubernetes", "scale_min_replicas": 5, "scale_max_replicas": 3},
+        id="max-below-min",
+    ),
+    pytest.param(
+        "scale_min_replicas",
+        {"autoscaling": "ecs", "scale_min_replicas": 0},
+        id="min-replicas-zero",
+    ),
+    pytest.param(
+        "scale_cpu_target", {"autoscaling": "kubernetes", "scale_cpu_target": 100}, id="cpu-100"
+    ),
+]
+
+
+@pytest.mark.parametrize(("question", "bad"), BAD_ANSWERS)
+def test_bad_answer_names_the_question(
+    question: str, bad: dict[str, Any], template_copy: Path, tmp_path: Path
+) -> None:
+    from copier import run_copy
+
+    dst = tmp_path / "out"
+    with pytest.raises(ValueError, match=COPIER_ERROR) as excinfo:
+        run_copy(
+            str(template_copy),
+            str(dst),
+            data={**BASE, **bad},
+            defaults=True,
+            unsafe=True,
+            quiet=True,
+            vcs_ref="HEAD",
+        )
+    message = str(excinfo.value)
+    assert f"'{question}'" in message, f"error does not name {question!r}: {message}"
+    assert not (dst / "pyproject.toml").exists(), "a project was rendered despite a bad answer"
+
+
+def test_every_choice_question_rejects_unknown_values() -> None:
+    """The cases above cover each choice question of copier.yml (keeps them in step)."""
+    questions = V.load_questions()
+    choice_questions = {
+        name
+        for name, spec in questions.items()
+        if not name.startswith("_") and isinstance(spec, dict) and "choices" in spec
+    }
+    covered = {p.values[0] for p in BAD_ANSWERS}
+    assert choice_questions <= covered, f"no bad-answer case for {choice_questions - covered}"
+
+
+def _answers_file(project: Path) -> dict[str, Any]:
+    return yaml.safe_load((project / ".copier-answers.yml").read_text(encoding="utf-8"))
+
+
+def test_names_derive_from_project_name(render: Renderer) -> None:
+    project = render({"project_name": "Acme Ledger API"})
+    recorded = _answers_file(project)
+    assert recorded["project_slug"] == "acme-ledger-api"
+    assert recorded["package_name"] == "acme_ledger_api"
+    assert (project / "src" / "acme_ledger_api" / "__init__.py").is_file()
+    assert 'name = "acme-ledger-api"' in (project / "pyproject.toml").read_text()
+
+
+def test_defaults_alone_render(render: Renderer) -> None:
+    """`copier copy --defaults` (the README quick start) needs no answer at all."""
+    project = render({})
+    recorded = _answers_file(project)
+    questions = V.load_questions()
+    for name in ("flavor", "queue_backend", "cache", "autoscaling", "python_version"):
+        assert recorded[name] == V.question_default(name, questions)
+    assert (project / "src" / recorded["package_name"]).is_dir()
+
+
+def test_celery_broker_only_with_celery(render: Renderer) -> None:
+    with_celery = _answers_file(render({**BASE, "queue_backend": "celery"}))
+    without = _answers_file(render({**BASE, "queue_backend": "arq"}))
+    assert with_celery.get("celery_broker") == V.question_default("celery_broker")
+    assert "celery_broker" not in without

