@@ -1,4 +1,4 @@
-"""Command line: `serve` runs the API, `migrate` upgrades the database schema."""
+"""Command line: `serve` runs the API, `worker` runs jobs, `migrate` upgrades the schema."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import uvicorn
 from pydantic import ValidationError
 
+from .components import run_worker
 from .db import migrate
 from .observability import configure_logging
 from .settings import Settings
@@ -37,6 +38,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    return run_worker(settings)
+
+
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     logger.info("migrating", extra={"revision": args.revision})
     migrate(settings, args.revision)
@@ -53,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, help="worker processes (default: WEB_CONCURRENCY)")
     serve.add_argument("--reload", action="store_true", help="restart on code changes (dev only)")
     serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser("worker", help="run background jobs (needs the broker's URL)")
+    worker.set_defaults(handler=_worker)
 
     migrate_cmd = commands.add_parser("migrate", help="upgrade the database schema")
     migrate_cmd.add_argument("revision", nargs="?", default="head", help="target (default: head)")

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from .observability import request_id_var
-from .resources import DEGRADED, registry
+from .resources import DEGRADED, registry, stop_task
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -121,11 +121,8 @@ class ScalingMonitor:
         self._task = asyncio.create_task(self._sample_forever(self._reader), name="scaling-sampler")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _sample_forever(self, reader: _UsageReader) -> None:
         while True:

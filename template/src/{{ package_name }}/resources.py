@@ -8,6 +8,7 @@ before the error propagates, so a failed start leaks nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
@@ -119,6 +120,14 @@ class ResourceRegistry:
             else:
                 report[resource.name] = "ok"
         return report
+
+
+async def stop_task(task: asyncio.Task[None] | None) -> None:
+    """Cancel a resource's background task and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def registry(request: Request) -> ResourceRegistry:

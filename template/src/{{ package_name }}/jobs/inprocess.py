@@ -1,0 +1,76 @@
+"""Jobs run as asyncio tasks inside this process: zero setup, and NOT durable.
+
+A job runs in the web process, sharing its CPU with requests, and a crash interrupts it. The
+job table still records it, so the sweeper of the next start runs it again; nothing is
+forgotten, but nothing runs while the process is down. Use a broker in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..db import Database
+from ..settings import Settings
+from .service import RetryPolicy, execute
+
+logger = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    pass
+
+
+class InProcessQueue:
+    """At most `job_concurrency` jobs at once and `job_inprocess_backlog` waiting."""
+
+    name = "job_queue"
+
+    def __init__(self, settings: Settings, database: Database, *, reason: str) -> None:
+        self._database = database
+        self._policy = RetryPolicy.from_settings(settings)
+        self._concurrency = settings.job_concurrency
+        self._backlog = settings.job_inprocess_backlog
+        self._shutdown_timeout = settings.graceful_shutdown_seconds
+        self._reason = reason
+        self._slots: asyncio.Semaphore | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        logger.warning(
+            "jobs run in-process (%s): not durable, and they share the CPU with requests",
+            self._reason,
+        )
+        self._slots = asyncio.Semaphore(self._concurrency)
+
+    async def enqueue(self, job_id: str, *, delay: float = 0.0) -> None:
+        if self._slots is None:
+            raise RuntimeError("the in-process queue is not open")
+        if len(self._tasks) >= self._backlog:
+            # The job stays pending in the table; the sweeper offers it again later.
+            raise QueueFullError(f"{len(self._tasks)} jobs already waiting")
+        task = asyncio.create_task(self._run(self._slots, job_id, delay), name=f"job-{job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, slots: asyncio.Semaphore, job_id: str, delay: float) -> None:
+        retry_in: float | None = delay
+        while retry_in is not None:
+            await asyncio.sleep(retry_in)
+            async with slots:
+                try:
+                    outcome = await execute(self._database.sessions, job_id, self._policy)
+                except Exception:
+                    logger.exception("job delivery failed; the sweeper will retry it")
+                    return
+            retry_in = outcome.retry_in
+
+    async def close(self) -> None:
+        """Let in-flight jobs finish for a while, then cancel them (they return to pending)."""
+        self._slots = None
+        if not self._tasks:
+            return
+        _, unfinished = await asyncio.wait(self._tasks, timeout=self._shutdown_timeout)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)

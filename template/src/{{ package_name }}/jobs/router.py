@@ -1,0 +1,99 @@
+"""The jobs API: submit a job (202 at once) and follow it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, Field, JsonValue
+
+from ..db import SessionDep
+from ..errors import NotFoundError
+from . import job_kind
+from .models import Job, JobState
+from .service import Jobs, UnknownJobKindError, as_utc, estimate_completion
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+
+async def get_jobs(request: Request) -> Jobs:
+    jobs: Jobs = request.app.state.jobs
+    return jobs
+
+
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+JobId = Annotated[str, Path(min_length=32, max_length=32, pattern="^[0-9a-f]{32}$")]
+
+
+class JobRequest(BaseModel):
+    kind: str = Field(min_length=1, max_length=100, examples=["report"])
+    arguments: dict[str, JsonValue] = Field(default_factory=dict, max_length=100)
+
+
+class JobStatus(BaseModel):
+    id: str
+    kind: str
+    state: JobState
+    attempts: int
+    result: JsonValue = None
+    error: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    estimated_completion: datetime | None = Field(
+        default=None, description="From recent durations of this kind; null when unknown."
+    )
+
+    @classmethod
+    def of(cls, job: Job, estimate: datetime | None = None) -> JobStatus:
+        created_at = as_utc(job.created_at)
+        assert created_at is not None
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            state=JobState(job.state),
+            attempts=job.attempts,
+            result=job.result,
+            error=job.error,
+            created_at=created_at,
+            started_at=as_utc(job.started_at),
+            finished_at=as_utc(job.finished_at),
+            estimated_completion=estimate,
+        )
+
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No job with this id"}}
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Submit a job",
+    description="Records the job, then enqueues it, and answers at once with its id. If the "
+    "queue is down the job stays pending and is enqueued later; if the database is down, 503.",
+    responses={422: {"description": "Unknown job kind or invalid arguments"}},
+)
+async def submit_job(
+    body: JobRequest, session: SessionDep, jobs: JobsDep, response: Response
+) -> JobStatus:
+    registered = job_kind(body.kind)
+    if registered is None or not registered.public:
+        raise UnknownJobKindError(f"unknown job kind '{body.kind}'")
+    job = await jobs.submit(session, body.kind, body.arguments)
+    response.headers["Location"] = f"{router.prefix}/{job.id}"
+    return JobStatus.of(job)
+
+
+@router.get(
+    "/{job_id}",
+    summary="Get a job's status",
+    description="State, attempts, result or error, timestamps, and an estimated completion "
+    "time from recent durations of the same kind.",
+    responses=_NOT_FOUND,
+)
+async def get_job(job_id: JobId, session: SessionDep) -> JobStatus:
+    job = await session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"no job with id '{job_id}'")
+    return JobStatus.of(job, await estimate_completion(session, job))

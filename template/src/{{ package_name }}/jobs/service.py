@@ -1,0 +1,322 @@
+"""Recording jobs, running them once, and estimating when they finish.
+
+The job row's state transitions are the guard against double work: a delivery claims the job
+with one conditional UPDATE, and the handler's writes commit in the same transaction as the
+UPDATE that marks it succeeded, conditional on still holding the claim. A job delivered twice,
+or re-run after its worker died, therefore has its effect exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter
+from pydantic import JsonValue
+from sqlalchemy import Update, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..errors import AppError
+from ..observability import Metrics
+from ..settings import Settings
+from . import JobContext, JobQueue, job_kind, load_job_modules
+from .models import FINISHED_STATES, Job, JobState
+
+logger = logging.getLogger(__name__)
+
+Sessions = async_sessionmaker[AsyncSession]
+
+# Durations of this many recent successes of a kind give the completion estimate.
+ESTIMATE_SAMPLE = 20
+
+
+class UnknownJobKindError(AppError):
+    status_code = 422
+    code = "unknown_job_kind"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    timeout: float
+    max_attempts: int
+    backoff: float
+    backoff_max: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            timeout=settings.job_timeout,
+            max_attempts=settings.job_max_attempts,
+            backoff=settings.job_retry_backoff,
+            backoff_max=settings.job_retry_backoff_max,
+        )
+
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff: `backoff`, then doubling, capped at `backoff_max`."""
+        return float(min(self.backoff * 2 ** (attempt - 1), self.backoff_max))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a delivery did. `retry_in` is set when the queue should deliver it again."""
+
+    state: JobState | None  # None: nothing to do (finished already, or claimed elsewhere)
+    retry_in: float | None = None
+
+
+class _Superseded(Exception):
+    """The claim was lost while the handler ran (the job was re-run elsewhere)."""
+
+
+async def record(session: AsyncSession, kind: str, arguments: dict[str, Any]) -> Job:
+    now = utcnow()
+    job = Job(
+        id=uuid.uuid4().hex,
+        kind=kind,
+        arguments=arguments,
+        state=JobState.PENDING,
+        attempts=0,
+        created_at=now,
+        available_at=now,
+    )
+    session.add(job)
+    await session.commit()
+    return job
+
+
+async def execute(sessions: Sessions, job_id: str, policy: RetryPolicy) -> Outcome:
+    """Run one delivery of a job: claim it, run its handler, record the outcome."""
+    async with sessions.begin() as session:
+        claimed = await _claim(session, job_id)
+    if claimed is None:
+        logger.info("job delivery skipped: not pending", extra={"job_id": job_id})
+        return Outcome(None)
+    kind, arguments, attempt = claimed
+    registered = job_kind(kind)
+    if registered is None:
+        await _finish_failed(sessions, job_id, attempt, f"no handler for job kind '{kind}'")
+        return Outcome(JobState.FAILED)
+    if attempt > policy.max_attempts:
+        # Its earlier attempts were lost with their workers: stop before it takes another down.
+        error = f"gave up after {attempt - 1} attempts; the last worker was lost mid-job"
+        await _finish_failed(sessions, job_id, attempt, error)
+        return Outcome(JobState.FAILED)
+
+    log = {"job_id": job_id, "kind": kind, "attempt": attempt}
+    logger.info("job started", extra=log)
+    try:
+        async with sessions.begin() as session:
+            context = JobContext(job_id, kind, arguments, attempt, session)
+            async with asyncio.timeout(policy.timeout):
+                result = await registered.handler(context)
+            if not await _mark_succeeded(session, job_id, attempt, result):
+                raise _Superseded
+    except _Superseded:
+        logger.warning("job result discarded: it was re-run elsewhere", extra=log)
+        return Outcome(None)
+    except asyncio.CancelledError:
+        # Shutdown: hand the job back so the next delivery starts it afresh.
+        await asyncio.shield(_release(sessions, job_id, attempt))
+        logger.warning("job returned to pending: the worker is stopping", extra=log)
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        if attempt >= policy.max_attempts:
+            logger.exception("job failed", extra=log)
+            await _finish_failed(sessions, job_id, attempt, error)
+            return Outcome(JobState.FAILED)
+        delay = policy.delay(attempt)
+        logger.warning("job attempt failed; retrying", extra={**log, "error": error, "in": delay})
+        await _retry_later(sessions, job_id, attempt, error, delay)
+        return Outcome(JobState.PENDING, retry_in=delay)
+    logger.info("job succeeded", extra=log)
+    return Outcome(JobState.SUCCEEDED)
+
+
+async def _claim(session: AsyncSession, job_id: str) -> tuple[str, dict[str, Any], int] | None:
+    row = (
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.PENDING)
+            .values(
+                state=JobState.RUNNING,
+                attempts=Job.attempts + 1,
+                started_at=utcnow(),
+                finished_at=None,
+            )
+            .returning(Job.kind, Job.arguments, Job.attempts)
+        )
+    ).one_or_none()
+    return None if row is None else (row.kind, row.arguments, row.attempts)
+
+
+def _holding_claim(job_id: str, attempt: int) -> Update:
+    """An UPDATE that applies only while this delivery still holds the job."""
+    return update(Job).where(
+        Job.id == job_id, Job.state == JobState.RUNNING, Job.attempts == attempt
+    )
+
+
+async def _mark_succeeded(
+    session: AsyncSession, job_id: str, attempt: int, result: JsonValue
+) -> bool:
+    done = await session.execute(
+        _holding_claim(job_id, attempt).values(
+            state=JobState.SUCCEEDED, result=result, error=None, finished_at=utcnow()
+        )
+    )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+async def _finish_failed(sessions: Sessions, job_id: str, attempt: int, error: str) -> None:
+    async with sessions.begin() as session:
+        await session.execute(
+            _holding_claim(job_id, attempt).values(
+                state=JobState.FAILED, error=error, finished_at=utcnow()
+            )
+        )
+
+
+async def _retry_later(
+    sessions: Sessions, job_id: str, attempt: int, error: str, delay: float
+) -> None:
+    async with sessions.begin() as session:
+        await session.execute(
+            _holding_claim(job_id, attempt).values(
+                state=JobState.PENDING,
+                error=error,
+                available_at=utcnow() + timedelta(seconds=delay),
+            )
+        )
+
+
+async def _release(sessions: Sessions, job_id: str, attempt: int) -> None:
+    async with sessions.begin() as session:
+        await session.execute(
+            _holding_claim(job_id, attempt).values(
+                state=JobState.PENDING, attempts=Job.attempts - 1, started_at=None
+            )
+        )
+
+
+async def requeue_candidates(
+    session: AsyncSession, *, pending_for: float, lost_after: float, limit: int = 500
+) -> list[str]:
+    """Jobs the sweeper should hand to the queue again, marked so the next sweep waits.
+
+    Pending ones no worker has claimed for `pending_for` seconds (the broker was down at
+    enqueue, or lost the message), and running ones older than `lost_after` seconds (their
+    worker died: the attempt counts, so a job that kills its workers ends up failed).
+    """
+    now = utcnow()
+    lost = await session.execute(
+        update(Job)
+        .where(
+            Job.state == JobState.RUNNING,
+            Job.started_at < now - timedelta(seconds=lost_after),
+        )
+        .values(state=JobState.PENDING, available_at=now, error="the worker was lost mid-job")
+        .returning(Job.id)
+    )
+    lost_ids = list(lost.scalars())
+    stale = (
+        select(Job.id)
+        .where(
+            Job.state == JobState.PENDING,
+            Job.available_at < now - timedelta(seconds=pending_for),
+        )
+        .order_by(Job.available_at)
+        .limit(limit)
+    )
+    stale_ids = list((await session.scalars(stale)).all())
+    if stale_ids:
+        await session.execute(update(Job).where(Job.id.in_(stale_ids)).values(available_at=now))
+    return lost_ids + stale_ids
+
+
+async def purge_finished(session: AsyncSession, *, older_than: timedelta) -> int:
+    purged = await session.execute(
+        delete(Job).where(Job.state.in_(FINISHED_STATES), Job.finished_at < utcnow() - older_than)
+    )
+    return int(purged.rowcount)  # type: ignore[attr-defined]
+
+
+async def estimate_completion(session: AsyncSession, job: Job) -> datetime | None:
+    """When an unfinished job should be done, from recent durations of its kind."""
+    if job.state in FINISHED_STATES:
+        return None
+    recent = await session.execute(
+        select(Job.started_at, Job.finished_at)
+        .where(Job.kind == job.kind, Job.state == JobState.SUCCEEDED)
+        .order_by(Job.finished_at.desc())
+        .limit(ESTIMATE_SAMPLE)
+    )
+    durations = [
+        (finished - started).total_seconds()
+        for started, finished in recent
+        if started is not None and finished is not None
+    ]
+    if not durations:
+        return None
+    typical = timedelta(seconds=sum(durations) / len(durations))
+    started = as_utc(job.started_at)
+    if job.state == JobState.RUNNING and started is not None:
+        return started + typical
+    return max(utcnow(), as_utc(job.available_at) or utcnow()) + typical
+
+
+class Jobs:
+    """The app's side of the queue: record the job, then enqueue it; a resource in the lifespan."""
+
+    name = "jobs"
+
+    def __init__(self, settings: Settings, queue: JobQueue, metrics: Metrics) -> None:
+        self._settings = settings
+        self.queue = queue
+        self._submitted = Counter(
+            "jobs_submitted_total",
+            "Jobs recorded, by kind and whether the queue took them at once.",
+            ("kind", "enqueued"),
+            registry=metrics.registry,
+        )
+
+    async def open(self) -> None:
+        load_job_modules(self._settings.job_modules)
+        await self.queue.open()
+
+    async def close(self) -> None:
+        await self.queue.close()
+
+    async def submit(self, session: AsyncSession, kind: str, arguments: dict[str, Any]) -> Job:
+        """Record the job, then enqueue it. A queue that is down leaves it pending for the
+        sweeper; a database that is down raises (the caller answers 503)."""
+        if job_kind(kind) is None:
+            raise UnknownJobKindError(f"unknown job kind '{kind}'")
+        job = await record(session, kind, arguments)
+        try:
+            async with asyncio.timeout(self._settings.job_enqueue_timeout):
+                await self.queue.enqueue(job.id)
+        except Exception as exc:
+            self._submitted.labels(kind, "false").inc()
+            logger.warning(
+                "job recorded but not enqueued; the sweeper will retry",
+                extra={"job_id": job.id, "kind": kind, "error": f"{type(exc).__name__}: {exc}"},
+            )
+        else:
+            self._submitted.labels(kind, "true").inc()
+        return job

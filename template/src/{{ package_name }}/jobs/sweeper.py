@@ -1,0 +1,81 @@
+"""The sweeper: re-enqueues jobs the queue never ran, and purges old finished ones.
+
+It runs wherever jobs run: in the worker, or in `serve` when jobs run in-process. Several
+sweepers at once are harmless: a job delivered twice still runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from ..db import Database
+from ..resources import stop_task
+from ..settings import Settings
+from . import JobQueue
+from .service import purge_finished, requeue_candidates
+
+logger = logging.getLogger(__name__)
+
+PURGE_INTERVAL_SECONDS = 3600.0
+
+
+class Sweeper:
+    name = "job_sweeper"
+
+    def __init__(self, settings: Settings, database: Database, queue: JobQueue) -> None:
+        self._settings = settings
+        self._database = database
+        self._queue = queue
+        self._task: asyncio.Task[None] | None = None
+        self._last_purge = float("-inf")
+
+    async def open(self) -> None:
+        self._task = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
+
+    async def close(self) -> None:
+        await stop_task(self._task)
+        self._task = None
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:
+                # The database or the broker is down: try again next round.
+                logger.exception("job sweep failed")
+            await asyncio.sleep(self._settings.job_sweep_interval)
+
+    async def sweep(self) -> int:
+        """One round; returns how many jobs were handed to the queue again."""
+        settings = self._settings
+        async with self._database.sessions.begin() as session:
+            job_ids = await requeue_candidates(
+                session,
+                pending_for=settings.job_pending_timeout,
+                # A live attempt ends at job_timeout; past that plus a grace period, its
+                # worker is gone.
+                lost_after=settings.job_timeout + settings.job_pending_timeout,
+            )
+        requeued = 0
+        for job_id in job_ids:
+            try:
+                async with asyncio.timeout(settings.job_enqueue_timeout):
+                    await self._queue.enqueue(job_id)
+            except Exception as exc:
+                logger.warning("sweeper could not enqueue; will retry", extra={"error": repr(exc)})
+                break
+            requeued += 1
+        if requeued:
+            logger.info("sweeper re-enqueued jobs", extra={"count": requeued})
+        if time.monotonic() - self._last_purge >= PURGE_INTERVAL_SECONDS:
+            self._last_purge = time.monotonic()
+            async with self._database.sessions.begin() as session:
+                purged = await purge_finished(
+                    session, older_than=timedelta(days=settings.job_retention_days)
+                )
+            if purged:
+                logger.info("purged finished jobs", extra={"count": purged})
+        return requeued
