@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 import variants as V
-from conftest import REPO_ROOT, SharedVenvs
+import yaml
+from conftest import (
+    HARNESS_REQUIREMENTS,
+    REPO_ROOT,
+    SharedVenvs,
+    build_venv,
+    project_requirements,
+    require_interpreter,
+)
 from copier import run_copy, run_update
 from test_generated import _run_suite
 
@@ -161,3 +169,63 @@ def test_a_real_conflict_is_left_inline_and_reported(template: Path, tmp_path: P
     status = git(project, "status", "--porcelain")
     relative = settings.relative_to(project).as_posix()
     assert f"UU {relative}" in status, status  # git reports it unmerged
+
+
+K8S = ["deploy/kubernetes/hpa.yaml", "tests/test_deploy.py"]
+ANSWER_CHANGES = [
+    # question, before, after, paths that must appear, paths that must disappear
+    ("cache", "memory", "redis", ["src/PKG/cache/redis.py", "tests/test_cache_outage.py"], []),
+    ("queue_backend", "none", "arq", ["src/PKG/jobs/arq_worker.py"], []),
+    (
+        "autoscaling",
+        "none",
+        "kubernetes",
+        ["deploy/kubernetes/hpa.yaml", "tests/test_deploy.py"],
+        [],
+    ),
+    ("autoscaling", "kubernetes", "none", [], ["deploy", *K8S]),
+]
+
+
+@pytest.mark.generated
+@pytest.mark.parametrize(
+    ("question", "before", "after", "appear", "disappear"),
+    ANSWER_CHANGES,
+    ids=[f"{q}-{b}-to-{a}" for q, b, a, _, _ in ANSWER_CHANGES],
+)
+def test_changing_an_answer_adds_and_removes_the_right_files(
+    template: Path,
+    tmp_path: Path,
+    question: str,
+    before: str,
+    after: str,
+    appear: list[str],
+    disappear: list[str],
+) -> None:
+    project = tmp_path / "project"
+    answers = {**VARIANT.answers(), "queue_backend": "none", question: before}
+    answers.pop("celery_broker", None)
+    run_copy(str(template), project, data=answers, defaults=True, unsafe=True, quiet=True)
+    package = answers["package_name"]
+
+    # Same template version (what `--vcs-ref=:current:` selects on the command line), one
+    # answer changed.
+    run_update(
+        project, data={question: after}, defaults=True, overwrite=True, unsafe=True, quiet=True,
+        vcs_ref="0.1.0",
+    )  # fmt: skip
+
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert recorded[question] == after
+    for path in appear:
+        assert (project / path.replace("PKG", package)).exists(), f"{path} was not added"
+    for path in disappear:
+        assert not (project / path.replace("PKG", package)).exists(), f"{path} was not removed"
+    status = git(project, "status", "--porcelain")
+    assert not [line for line in status.splitlines() if line.startswith("UU")], status
+
+    # The project's own tests pass with the dependencies the new answer brings.
+    interpreter = require_interpreter(VARIANT.python)
+    requirements = [*project_requirements(project), *HARNESS_REQUIREMENTS]
+    venv = build_venv(interpreter, requirements, f"answers-{question}-{after}")
+    _run_suite(project, venv, {}, f"after {question}={after}")
