@@ -12,7 +12,6 @@ from alembic.config import Config
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, event, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -52,42 +51,35 @@ class Base(DeclarativeBase):
 
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database
-    if url.get_backend_name() == "sqlite":
-        return _create_sqlite_engine(url, settings)
-    return create_async_engine(
-        url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_pre_ping=settings.db_pool_pre_ping,
-        pool_recycle=settings.db_pool_recycle,
-        pool_timeout=settings.db_pool_timeout,
-        echo=settings.db_echo,
-        connect_args={"timeout": settings.db_connect_timeout},
-    )
-
-
-def _create_sqlite_engine(url: URL, settings: Settings) -> AsyncEngine:
-    # SQLite allows one writer: a busy timeout makes concurrent writers wait instead of failing,
-    # and WAL lets readers proceed while one writes.
+    embedded = url.get_backend_name() == "sqlite"
+    # asyncpg: seconds to connect. sqlite3: seconds a writer waits for the write lock.
+    timeout = settings.db_pool_timeout if embedded else settings.db_connect_timeout
     engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=settings.db_pool_pre_ping,
+        # A local file does not go stale; a server connection may be cut by a proxy or failover.
+        pool_recycle=-1 if embedded else settings.db_pool_recycle,
         pool_timeout=settings.db_pool_timeout,
         echo=settings.db_echo,
-        connect_args={"timeout": settings.db_pool_timeout},
+        connect_args={"timeout": timeout},
     )
+    if embedded:
+        _configure_sqlite(engine)
+    return engine
 
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    # SQLite allows one writer: the busy timeout above makes concurrent writers wait instead of
+    # failing, and WAL lets readers proceed while one writes.
     @event.listens_for(engine.sync_engine, "connect")
-    def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
-
-    return engine
 
 
 class Database:
