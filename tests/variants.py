@@ -297,8 +297,11 @@ def check_pairwise(variants: Sequence[Variant], levels: Mapping[str, Sequence[st
 # ---------------------------------------------------------------------------------------------
 # CLI (used by .github/workflows/template-ci.yml)
 # ---------------------------------------------------------------------------------------------
-def github_matrix(shard_by: Sequence[str] = ("flavor", "python")) -> dict[str, Any]:
-    """One matrix entry per group of variants sharing ``shard_by`` (6 jobs for 216 variants)."""
+def github_matrix(
+    shard_by: Sequence[str] = ("flavor", "queue", "cache", "autoscaling", "python"),
+) -> dict[str, Any]:
+    """One matrix entry per group of variants sharing ``shard_by``: by default every field, so
+    one render-and-lint job per variant (216, under GitHub's 256-job matrix limit)."""
     groups: dict[str, list[str]] = {}
     for v in all_variants():
         key = "-".join(str(getattr(v, f)).replace(".", "") for f in shard_by)
