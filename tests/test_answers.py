@@ -57,27 +57,58 @@ BAD_ANSWERS = [
     ),
 ]
 
+# Impossible combinations: an answer given for a question that does not apply. Refused by the
+# validator of the question it depends on, naming both; a stored answer on update is not "given".
+BAD_COMBINATIONS = [
+    pytest.param(
+        "queue_backend",
+        {"queue_backend": "arq", "celery_broker": "rabbitmq"},
+        id="broker-without-celery",
+    ),
+    pytest.param(
+        "autoscaling",
+        {"autoscaling": "none", "scale_max_replicas": 20, "scale_cpu_target": 60},
+        id="scaling-without-autoscaling",
+    ),
+    pytest.param(
+        "flavor", {"flavor": "fintech", "graph_store": "memgraph"}, id="graph-store-with-fintech"
+    ),
+]
 
-@pytest.mark.parametrize(("question", "bad"), BAD_ANSWERS)
-def test_bad_answer_names_the_question(
-    question: str, bad: dict[str, Any], template_copy: Path, tmp_path: Path
-) -> None:
+
+def _refused(template_copy: Path, dst: Path, answers: dict[str, Any]) -> str:
     from copier import run_copy
 
-    dst = tmp_path / "out"
     with pytest.raises(ValueError, match=COPIER_ERROR) as excinfo:
         run_copy(
             str(template_copy),
             str(dst),
-            data={**BASE, **bad},
+            data={**BASE, **answers},
             defaults=True,
             unsafe=True,
             quiet=True,
             vcs_ref="HEAD",
         )
-    message = str(excinfo.value)
-    assert f"'{question}'" in message, f"error does not name {question!r}: {message}"
     assert not (dst / "pyproject.toml").exists(), "a project was rendered despite a bad answer"
+    return str(excinfo.value)
+
+
+@pytest.mark.parametrize(("question", "bad"), BAD_COMBINATIONS)
+def test_impossible_combination_names_both_questions(
+    question: str, bad: dict[str, Any], template_copy: Path, tmp_path: Path
+) -> None:
+    message = _refused(template_copy, tmp_path / "out", bad)
+    assert f"question '{question}'" in message, message
+    for name in bad:
+        assert name in message, f"error does not name {name!r}: {message}"
+
+
+@pytest.mark.parametrize(("question", "bad"), BAD_ANSWERS)
+def test_bad_answer_names_the_question(
+    question: str, bad: dict[str, Any], template_copy: Path, tmp_path: Path
+) -> None:
+    message = _refused(template_copy, tmp_path / "out", bad)
+    assert f"'{question}'" in message, f"error does not name {question!r}: {message}"
 
 
 def test_every_choice_question_rejects_unknown_values() -> None:
