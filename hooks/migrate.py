@@ -1,0 +1,178 @@
+"""Copier `_migrations` steps: carry a generated project across template releases.
+
+Copier runs these during `copier update` only (they need `--trust`), in the project directory,
+when the project moves past the version they are listed under in copier.yml:
+
+    rename-answer OLD NEW   (stage "before") the answer OLD is now called NEW: rewrite the key
+                            in .copier-answers.yml, so the new version renders with the value the
+                            user gave instead of NEW's default.
+    move OLD NEW [...]      (stage "after") the template moved OLD to NEW: NEW gets the user's
+                            edits of OLD by a three-way merge (base: OLD as the old version
+                            rendered it), conflicts left inline and unmerged like Copier's own;
+                            OLD goes; a file the user deleted stays deleted.
+    report-conflicts        (every update, last) name the files left with conflicts.
+
+Why a script: Copier has no notion of a moved file. It sees OLD vanish from the template and
+drops the user's edits to it with the file, while NEW arrives as the template wrote it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ANSWERS_FILE = ".copier-answers.yml"
+OURS_LABEL, BASE_LABEL, THEIRS_LABEL = "before updating", "last update", "after updating"
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"migrate: {message}\n")
+
+
+def git(*args: str, stdin: bytes | None = None) -> bytes:
+    return subprocess.run(["git", *args], input=stdin, capture_output=True, check=True).stdout
+
+
+def committed(path: str) -> bytes | None:
+    """The file as the project had it before the update (update needs a clean tree)."""
+    result = subprocess.run(["git", "show", f"HEAD:{path}"], capture_output=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+# --- rename-answer ------------------------------------------------------------------------
+def rename_answer(old: str, new: str) -> None:
+    answers = Path(ANSWERS_FILE)
+    lines = answers.read_text(encoding="utf-8").splitlines(keepends=True)
+    keys = {line.split(":", 1)[0] for line in lines if ":" in line and not line[0].isspace()}
+    if old not in keys:
+        return
+    if new in keys:  # already both: the newer name wins, the stale one goes
+        lines = [line for line in lines if not line.startswith(f"{old}:")]
+        say(f"answer {old!r} dropped: {new!r} is already recorded")
+    else:
+        lines = [
+            f"{new}:{line.split(':', 1)[1]}" if line.startswith(f"{old}:") else line
+            for line in lines
+        ]
+        say(f"answer {old!r} is now called {new!r}; your value is kept")
+    answers.write_text("".join(lines), encoding="utf-8")
+
+
+# --- move ---------------------------------------------------------------------------------
+def render_old_version(template: str, version: str, into: Path) -> Path:
+    """Render the release the project was on, with its answers then: the merge base."""
+    import yaml
+    from copier import run_copy
+
+    recorded: dict[str, Any] = yaml.safe_load(committed(ANSWERS_FILE) or b"{}") or {}
+    answers = {key: value for key, value in recorded.items() if not key.startswith("_")}
+    run_copy(
+        template, into, data=answers, vcs_ref=version, defaults=True, overwrite=True,
+        unsafe=True, skip_tasks=True, quiet=True,
+    )  # fmt: skip
+    return into
+
+
+def mark_unmerged(path: str, base: bytes, ours: bytes, theirs: bytes) -> None:
+    """Stage the three versions the way a conflicted merge does, so `git status` shows UU."""
+    entries = []
+    for stage, content in ((1, base), (2, ours), (3, theirs)):
+        blob = git("hash-object", "-w", "--stdin", stdin=content).decode().strip()
+        entries.append(f"100644 {blob} {stage}\t{path}\n")
+    git("update-index", "--force-remove", path)
+    git("update-index", "--index-info", stdin="".join(entries).encode())
+
+
+def move_one(old: str, new: str, old_render: Path) -> None:
+    base_path = old_render / old
+    target = Path(new)
+    if not base_path.is_file():
+        return  # the old version never generated it for these answers
+    base = base_path.read_bytes()
+    ours = committed(old)
+    if Path(old).exists():
+        Path(old).unlink()
+    if ours is None:
+        if target.exists():
+            target.unlink()
+        say(f"{old} was deleted in this project, so its new place {new} stays deleted too")
+        return
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(ours)  # the template dropped it for these answers: keep the user's
+        say(f"{old} moved to {new} with your edits")
+        return
+    if ours == base:
+        say(f"{old} moved to {new}")
+        return
+    theirs = target.read_bytes()
+    with tempfile.TemporaryDirectory() as scratch:
+        ours_file, base_file, theirs_file = (Path(scratch) / n for n in ("ours", "base", "theirs"))
+        ours_file.write_bytes(ours)
+        base_file.write_bytes(base)
+        theirs_file.write_bytes(theirs)
+        merge = subprocess.run(
+            ["git", "merge-file", "-L", OURS_LABEL, "-L", BASE_LABEL, "-L", THEIRS_LABEL,
+             str(ours_file), str(base_file), str(theirs_file)],
+            capture_output=True,
+        )  # fmt: skip
+        if merge.returncode < 0:
+            raise SystemExit(f"migrate: git merge-file failed on {new}: {merge.stderr.decode()}")
+        target.write_bytes(ours_file.read_bytes())
+    if merge.returncode > 0:
+        mark_unmerged(new, base, ours, theirs)
+        say(f"{old} moved to {new}: your edits conflict with the template's, resolve them there")
+    else:
+        say(f"{old} moved to {new} with your edits")
+
+
+def move(template: str, version_from: str, pairs: list[str]) -> None:
+    if len(pairs) % 2:
+        raise SystemExit("migrate: move takes OLD NEW pairs")
+    with tempfile.TemporaryDirectory() as scratch:
+        old_render = render_old_version(template, version_from, Path(scratch) / "old")
+        for old, new in zip(pairs[::2], pairs[1::2], strict=True):
+            move_one(old, new, old_render)
+
+
+# --- report-conflicts ---------------------------------------------------------------------
+def report_conflicts() -> None:
+    unmerged = git("diff", "--name-only", "--diff-filter=U").decode().split()
+    rejected = git("ls-files", "--others", "--exclude-standard", "*.rej").decode().split()
+    if not unmerged and not rejected:
+        return
+    say("the update needs you in these files:")
+    for path in unmerged:
+        say(f"  {path}: conflict markers between <<<<<<< {OURS_LABEL} and >>>>>>> {THEIRS_LABEL}")
+    for path in rejected:
+        say(f"  {path}: hunks that did not apply")
+    say("keep what you need, delete the markers, `git add` the files, run the tests, commit.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    steps = parser.add_subparsers(dest="step", required=True)
+    rename = steps.add_parser("rename-answer")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    moves = steps.add_parser("move")
+    moves.add_argument("--template", required=True, help="the template source (a git repository)")
+    moves.add_argument("--from-version", required=True, help="the release the project was on")
+    moves.add_argument("pairs", nargs="+", metavar="OLD NEW")
+    steps.add_parser("report-conflicts")
+    args = parser.parse_args()
+    if args.step == "rename-answer":
+        rename_answer(args.old, args.new)
+    elif args.step == "move":
+        move(args.template, args.from_version, args.pairs)
+    else:
+        report_conflicts()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Helpers the tests share: not tests themselves, so they live apart from the test modules."""
