@@ -4,9 +4,10 @@ Booking takes the user's portfolio row lock first, so two trades of one user nev
 and two sells that together would overdraw cannot both pass the holdings check:
 - PostgreSQL: `SELECT ... FOR UPDATE` on the portfolio row (other users' trades run on);
 - SQLite: `BEGIN IMMEDIATE`, which takes the database's single write lock before the first
-  read. Chosen over an in-process lock because it also holds across processes (several
-  `serve` workers on one file); waiting writers wait up to DB_POOL_TIMEOUT in the driver's
-  thread, never on the event loop.
+  read, so it also holds across processes (several `serve` workers on one file); waiting
+  writers wait up to DB_POOL_TIMEOUT in the driver's thread, never on the event loop. In
+  front of it an asyncio lock queues this process's trades: SQLite's busy handler polls with
+  sleeps of up to 100 ms, which measured as a 1 s p99 under 16 concurrent trades.
 
 With an `Idempotency-Key` header the first successful answer is stored in the same
 transaction as the trade, keyed by (user, key); a retry with the same body gets that answer
@@ -17,10 +18,13 @@ a retry of a rejected trade is validated afresh.
 
 from __future__ import annotations
 
+import asyncio
 import decimal
 import hashlib
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from weakref import WeakKeyDictionary
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,6 +88,19 @@ class TradeRejectedError(AppError):
 class IdempotencyKeyReusedError(AppError):
     status_code = 422
     code = "idempotency_key_reused"
+
+
+_process_writers: WeakKeyDictionary[Database, asyncio.Lock] = WeakKeyDictionary()
+
+
+def _process_lock(database: Database) -> AbstractAsyncContextManager[Any]:
+    """SQLite: one trade at a time in this process (see the module docstring)."""
+    if database.engine.dialect.name != "sqlite":
+        return nullcontext()
+    lock = _process_writers.get(database)
+    if lock is None:
+        lock = _process_writers[database] = asyncio.Lock()
+    return lock
 
 
 async def lock_portfolio(session: AsyncSession, user_id: int) -> Portfolio | None:
@@ -178,7 +195,7 @@ async def book_trade(
     idempotency_key: str | None,
 ) -> Booked:
     request_digest = hashlib.sha256(order.model_dump_json().encode()).digest()
-    async with database.sessions() as session:
+    async with _process_lock(database), database.sessions() as session:
         portfolio = await lock_portfolio(session, user_id)
         if portfolio is None:
             raise NotFoundError(f"user {user_id} has no portfolio")
