@@ -16,6 +16,7 @@ from .models import MONEY_SCALE, PRICE_SCALE, QUANTITY_PRECISION, QUANTITY_SCALE
 
 MONEY_STEP = Decimal(1).scaleb(-MONEY_SCALE)
 PRICE_STEP = Decimal(1).scaleb(-PRICE_SCALE)
+QUANTITY_STEP = Decimal(1).scaleb(-QUANTITY_SCALE)
 ZERO = Decimal(0)
 
 

@@ -37,7 +37,16 @@ from ..errors import AppError, NotFoundError
 from ..ratelimit import rate_limit
 from .auth import CurrentUser, authenticated_user, require_owner
 from .models import Holding, IdempotencyRecord, Instrument, Portfolio, Trade
-from .money import ZERO, DecimalString, Fees, Price, Quantity, round_money
+from .money import (
+    PRICE_STEP,
+    QUANTITY_STEP,
+    ZERO,
+    DecimalString,
+    Fees,
+    Price,
+    Quantity,
+    round_money,
+)
 from .portfolio import UserId, invalidate_portfolio
 
 router = APIRouter(prefix="/api/users", tags=["trades"])
@@ -119,17 +128,21 @@ async def _execute(session: AsyncSession, portfolio: Portfolio, order: TradeRequ
         raise TradeRejectedError(
             "unknown_instrument", "symbol", f"unknown instrument '{order.symbol}'"
         )
-    price = order.price if order.price is not None else instrument.price
+    # At the stored scales (exact: the request's digits are within them), so the answer and
+    # a replay of it show what was booked.
+    quantity = order.quantity.quantize(QUANTITY_STEP)
+    price = (order.price if order.price is not None else instrument.price).quantize(PRICE_STEP)
+    fees = round_money(order.fees)
     holding = await session.scalar(
         select(Holding).where(
             Holding.portfolio_id == portfolio.id, Holding.instrument_id == instrument.id
         )
     )
     with decimal.localcontext(_EXACT):
-        notional = round_money(order.quantity * price)
+        notional = round_money(quantity * price)
         realized = ZERO
         if order.side == "buy":
-            total = notional + order.fees
+            total = notional + fees
             if portfolio.cash < total:
                 raise TradeRejectedError(
                     "insufficient_cash",
@@ -145,33 +158,33 @@ async def _execute(session: AsyncSession, portfolio: Portfolio, order: TradeRequ
                 )
                 session.add(holding)
             portfolio.cash -= total
-            holding.quantity += order.quantity
+            holding.quantity += quantity
             holding.cost_basis += total
         else:
             held = holding.quantity if holding is not None else ZERO
-            if holding is None or held < order.quantity:
+            if holding is None or held < quantity:
                 raise TradeRejectedError(
                     "insufficient_holdings",
                     "quantity",
-                    f"selling {order.quantity} {order.symbol}; the portfolio holds {held}",
+                    f"selling {quantity} {order.symbol}; the portfolio holds {held}",
                 )
-            proceeds = notional - order.fees
+            proceeds = notional - fees
             if portfolio.cash + proceeds < ZERO:
                 raise TradeRejectedError(
-                    "insufficient_cash", "fees", f"fees of {order.fees} exceed cash and proceeds"
+                    "insufficient_cash", "fees", f"fees of {fees} exceed cash and proceeds"
                 )
-            released = round_money(holding.cost_basis * order.quantity / held)
+            released = round_money(holding.cost_basis * quantity / held)
             realized = proceeds - released
             portfolio.cash += proceeds
-            holding.quantity -= order.quantity
+            holding.quantity -= quantity
             holding.cost_basis -= released
     trade = Trade(
         portfolio_id=portfolio.id,
         instrument_id=instrument.id,
         side=order.side,
-        quantity=order.quantity,
+        quantity=quantity,
         price=price,
-        fees=order.fees,
+        fees=fees,
         notional=notional,
         realized_pnl=realized,
         executed_at=datetime.now(UTC),
