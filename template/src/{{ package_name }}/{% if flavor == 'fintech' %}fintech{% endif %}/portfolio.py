@@ -1,8 +1,11 @@
 """GET /api/users/{user_id}/portfolio: holdings, positions and market value, cache-aside.
 
 The entry is keyed by user and price version ("portfolio:<user>:<version>"): a price update
-makes every process read fresh values, and a trade drops the user's entries
-(`invalidate_portfolio`). PORTFOLIO_CACHE_TTL bounds anything else.
+makes every process read fresh values, and a trade drops the user's entries for the current
+and the previous version (`invalidate_portfolio`): exact keys, one round trip, where a prefix
+scan would walk the whole keyspace on every trade. A process that has not yet seen the latest
+price version notices it within MARKET_DATA_REFRESH_SECONDS; PORTFOLIO_CACHE_TTL bounds
+anything else.
 """
 
 from __future__ import annotations
@@ -52,12 +55,12 @@ class PortfolioView(BaseModel):
     as_of: datetime
 
 
-def cache_prefix(user_id: int) -> str:
-    return f"portfolio:{user_id}:"
+def cache_key(user_id: int, price_version: int) -> str:
+    return f"portfolio:{user_id}:{price_version}"
 
 
-async def invalidate_portfolio(cache: Cache, user_id: int) -> None:
-    await cache.invalidate_prefix(cache_prefix(user_id))
+async def invalidate_portfolio(cache: Cache, user_id: int, price_version: int) -> None:
+    await cache.invalidate(cache_key(user_id, price_version), cache_key(user_id, price_version - 1))
 
 
 async def load_portfolio(session: AsyncSession, user_id: int, price_version: int) -> PortfolioView:
@@ -127,7 +130,7 @@ async def get_portfolio(
             return await load_portfolio(session, user_id, version)
 
     return await cache_of(request).get_or_load(
-        f"{cache_prefix(user_id)}{version}",
+        cache_key(user_id, version),
         load,
         PortfolioView,
         ttl=settings.portfolio_cache_ttl,

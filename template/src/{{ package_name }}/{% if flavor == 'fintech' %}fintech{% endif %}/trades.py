@@ -36,6 +36,7 @@ from ..db import Database
 from ..errors import AppError, NotFoundError
 from ..ratelimit import rate_limit
 from .auth import CurrentUser, authenticated_user, require_owner
+from .market import MarketData, market_data_of
 from .models import Holding, IdempotencyRecord, Instrument, Portfolio, Trade
 from .money import (
     PRICE_STEP,
@@ -203,6 +204,7 @@ class Booked(BaseModel):
 async def book_trade(
     database: Database,
     cache: Cache,
+    market: MarketData,
     user_id: int,
     order: TradeRequest,
     idempotency_key: str | None,
@@ -250,7 +252,7 @@ async def book_trade(
                 )
             )
         await session.commit()
-    await invalidate_portfolio(cache, user_id)
+    await invalidate_portfolio(cache, user_id, market.price_version)
     return Booked(status_code=201, body=body, replayed=False)
 
 
@@ -289,7 +291,12 @@ async def post_trade(
 ) -> Response:
     require_owner(current_user, user_id)
     booked = await book_trade(
-        request.app.state.database, cache_of(request), user_id, order, idempotency_key
+        request.app.state.database,
+        cache_of(request),
+        market_data_of(request),
+        user_id,
+        order,
+        idempotency_key,
     )
     headers = dict(response.headers)  # the rate limiter's headers
     if booked.replayed:
