@@ -9,11 +9,12 @@ and two sells that together would overdraw cannot both pass the holdings check:
   front of it an asyncio lock queues this process's trades: SQLite's busy handler polls with
   sleeps of up to 100 ms, which measured as a 1 s p99 under 16 concurrent trades.
 
-With an `Idempotency-Key` header the first successful answer is stored in the same
+With an `Idempotency-Key` header the first answer is stored in the same
 transaction as the trade, keyed by (user, key); a retry with the same body gets that answer
 again (`Idempotent-Replayed: true`) and books nothing; the same key with another body is
-refused (422 `idempotency_key_reused`). Rejected trades book nothing and are not recorded, so
-a retry of a rejected trade is validated afresh.
+refused (422 `idempotency_key_reused`). A rejection (insufficient cash, say) is a first answer
+too, and is replayed the same way. Records are kept until deleted; prune them by age if the
+table grows.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..cache import Cache, cache_of
 from ..db import Database
-from ..errors import AppError, NotFoundError
+from ..errors import PROBLEM_JSON, AppError, NotFoundError, problem
 from ..ratelimit import rate_limit
 from .auth import CurrentUser, authenticated_user, require_owner
 from .market import MarketData, market_data_of
@@ -200,6 +201,10 @@ class Booked(BaseModel):
     body: bytes
     replayed: bool
 
+    @property
+    def media_type(self) -> str:
+        return "application/json" if self.status_code < 400 else PROBLEM_JSON
+
 
 async def book_trade(
     database: Database,
@@ -222,9 +227,22 @@ async def book_trade(
                         "this Idempotency-Key was used for another request; use a new key"
                     )
                 return Booked(status_code=first.status_code, body=first.response, replayed=True)
-        trade = await _execute(session, portfolio, order)
-        body = (
-            TradeView(
+        try:
+            trade = await _execute(session, portfolio, order)
+        except TradeRejectedError as exc:
+            if idempotency_key is None:
+                raise
+            # The rejection is the first answer too: a retry must not book the trade later
+            # (say, once cash has arrived). `_execute` checks before it changes anything, so
+            # the record is all this transaction writes.
+            answer = problem(exc.status_code, exc.code, exc.detail, **exc.extra)
+            rejected = Booked(status_code=exc.status_code, body=bytes(answer.body), replayed=False)
+            session.add(_record(user_id, idempotency_key, request_digest, rejected))
+            await session.commit()
+            return rejected
+        booked = Booked(
+            status_code=201,
+            body=TradeView(
                 id=trade.id,
                 user_id=user_id,
                 symbol=order.symbol,
@@ -238,22 +256,25 @@ async def book_trade(
                 executed_at=trade.executed_at,
             )
             .model_dump_json()
-            .encode()
+            .encode(),
+            replayed=False,
         )
         if idempotency_key is not None:
-            session.add(
-                IdempotencyRecord(
-                    user_id=user_id,
-                    key=idempotency_key,
-                    request_digest=request_digest,
-                    status_code=201,
-                    response=body,
-                    created_at=trade.executed_at,
-                )
-            )
+            session.add(_record(user_id, idempotency_key, request_digest, booked))
         await session.commit()
     await invalidate_portfolio(cache, user_id, market.price_version)
-    return Booked(status_code=201, body=body, replayed=False)
+    return booked
+
+
+def _record(user_id: int, key: str, request_digest: bytes, answer: Booked) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        user_id=user_id,
+        key=key,
+        request_digest=request_digest,
+        status_code=answer.status_code,
+        response=answer.body,
+        created_at=datetime.now(UTC),
+    )
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -302,5 +323,5 @@ async def post_trade(
     if booked.replayed:
         headers["Idempotent-Replayed"] = "true"
     return Response(
-        booked.body, status_code=booked.status_code, media_type="application/json", headers=headers
+        booked.body, status_code=booked.status_code, media_type=booked.media_type, headers=headers
     )
