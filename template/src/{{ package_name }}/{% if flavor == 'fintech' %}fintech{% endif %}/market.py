@@ -17,6 +17,7 @@ import asyncio
 import gzip
 import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import Database
 from ..errors import AppError
-from ..resources import stop_task
+from ..resources import Degraded, stop_task
 from ..settings import Settings
 from .models import Instrument, MarketState
 from .money import as_string
@@ -95,6 +96,7 @@ class MarketData:
         self._snapshot: Snapshot | None = None
         self._task: asyncio.Task[None] | None = None
         self._rebuild = asyncio.Lock()
+        self._checked_at = 0.0  # monotonic time of the last successful version check
 
     @property
     def snapshot(self) -> Snapshot:
@@ -125,10 +127,19 @@ class MarketData:
         await stop_task(self._task)
         self._task = None
 
+    async def check(self) -> None:
+        """Readiness: degraded (still ready) while prices cannot be read; the last ones serve."""
+        if self.snapshot.version < 0:
+            raise Degraded("no prices loaded yet (database not migrated or unreachable)")
+        age = time.monotonic() - self._checked_at
+        if age > max(10 * self._settings.market_data_refresh_seconds, 30.0):
+            raise Degraded(f"prices last checked {age:.0f} s ago; serving the last ones")
+
     async def refresh(self) -> bool:
         """Rebuild when the stored price version moved; True when it did."""
         async with self._database.sessions() as session:
             version = await current_version(session)
+            self._checked_at = time.monotonic()
             if self._snapshot is not None and self._snapshot.version == version:
                 return False
             async with self._rebuild:
