@@ -223,8 +223,18 @@ async def book_trade(
             first = await session.get(IdempotencyRecord, (user_id, idempotency_key))
             if first is not None:
                 if first.request_digest != request_digest:
+                    detail = "this Idempotency-Key was used for another request; use a new key"
                     raise IdempotencyKeyReusedError(
-                        "this Idempotency-Key was used for another request; use a new key"
+                        detail,
+                        extra={
+                            "errors": [
+                                {
+                                    "field": "header.idempotency-key",
+                                    "message": detail,
+                                    "type": IdempotencyKeyReusedError.code,
+                                }
+                            ]
+                        },
                     )
                 return Booked(status_code=first.status_code, body=first.response, replayed=True)
         try:
