@@ -1,0 +1,194 @@
+"""POST /api/reports: portfolio analytics computed by a background job.
+
+The request records a report and its job in one commit and answers 202 with the report id at
+once. The job (kind "fintech.portfolio_report", run by whichever queue the service has:
+Celery, arq or in-process) reads the portfolio from the database, computes value, P&L per
+holding and allocation, stores the report and writes an outbox row that a delivery step
+would e-mail; all in the job's transaction, so a job delivered twice stores one report and
+queues one e-mail.
+"""
+
+from __future__ import annotations
+
+import decimal
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel, JsonValue
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db import SessionDep
+from ..errors import NotFoundError
+from ..jobs import JobContext, job
+from ..jobs.models import Job, JobState
+from ..jobs.service import Jobs, as_utc
+from ..ratelimit import rate_limit
+from .auth import CurrentUser, authenticated_user, require_owner
+from .models import Holding, Instrument, OutboxMessage, Portfolio, Report, Trade, User
+from .money import ZERO, as_string, round_money
+
+REPORT_JOB = "fintech.portfolio_report"
+
+router = APIRouter(prefix="/api/reports", tags=["reports"])
+
+ReportId = Annotated[str, Path(min_length=32, max_length=32, pattern="^[0-9a-f]{32}$")]
+_PERCENT = decimal.Decimal("0.01")
+
+
+class ReportStatus(BaseModel):
+    id: str
+    user_id: int
+    state: Literal["pending", "ready", "failed"]
+    job_id: str | None
+    created_at: datetime
+    completed_at: datetime | None = None
+    report: JsonValue = None
+
+
+async def portfolio_analytics(session: AsyncSession, user_id: int) -> dict[str, Any]:
+    """Value, P&L per holding and allocation; every amount a string."""
+    portfolio = await session.scalar(select(Portfolio).where(Portfolio.user_id == user_id))
+    if portfolio is None:
+        raise NotFoundError(f"user {user_id} has no portfolio")
+    rows = (
+        await session.execute(
+            select(Holding, Instrument)
+            .join(Instrument, Instrument.id == Holding.instrument_id)
+            .where(Holding.portfolio_id == portfolio.id, Holding.quantity != ZERO)
+            .order_by(Instrument.symbol)
+        )
+    ).all()
+    realized_rows = await session.scalars(
+        select(Trade.realized_pnl).where(Trade.portfolio_id == portfolio.id)
+    )
+    realized = sum(realized_rows, ZERO)  # summed in Python: SQLite keeps amounts as text
+    holdings = []
+    for holding, instrument in rows:
+        value = round_money(holding.quantity * instrument.price)
+        holdings.append((instrument, holding, value))
+    positions_value = sum((value for _, _, value in holdings), ZERO)
+    total = portfolio.cash + positions_value
+
+    def share(amount: decimal.Decimal) -> str:
+        if total == ZERO:
+            return "0.00"
+        return as_string((amount * 100 / total).quantize(_PERCENT))
+
+    return {
+        "currency": portfolio.currency,
+        "cash": as_string(portfolio.cash),
+        "positions_value": as_string(positions_value),
+        "total_value": as_string(total),
+        "unrealized_pnl": as_string(sum((v - h.cost_basis for _, h, v in holdings), ZERO)),
+        "realized_pnl": as_string(realized),
+        "allocation": {"cash": share(portfolio.cash)}
+        | {instrument.symbol: share(value) for instrument, _, value in holdings},
+        "holdings": [
+            {
+                "symbol": instrument.symbol,
+                "quantity": as_string(holding.quantity),
+                "price": as_string(instrument.price),
+                "market_value": as_string(value),
+                "cost_basis": as_string(holding.cost_basis),
+                "unrealized_pnl": as_string(value - holding.cost_basis),
+                "allocation_percent": share(value),
+            }
+            for instrument, holding, value in holdings
+        ],
+    }
+
+
+@job(REPORT_JOB)
+async def build_report(ctx: JobContext) -> JsonValue:
+    report_id = str(ctx.arguments["report_id"])
+    report = await ctx.session.get(Report, report_id)
+    if report is None:
+        return {"report_id": report_id, "skipped": "the report was deleted"}
+    user = await ctx.session.get(User, report.user_id)
+    data = await portfolio_analytics(ctx.session, report.user_id)
+    now = datetime.now(UTC)
+    await ctx.session.execute(
+        update(Report)
+        .where(Report.id == report_id)
+        .values(state="ready", data=data, completed_at=now)
+    )
+    ctx.session.add(
+        OutboxMessage(
+            kind="report.email",
+            recipient=user.email if user is not None else "",
+            payload={"report_id": report_id, "total_value": data["total_value"]},
+            created_at=now,
+        )
+    )
+    return {"report_id": report_id}
+
+
+def _status(report: Report, job_state: str | None) -> ReportStatus:
+    created = as_utc(report.created_at)
+    assert created is not None
+    state: Literal["pending", "ready", "failed"] = "ready" if report.state == "ready" else "pending"
+    if state == "pending" and job_state == JobState.FAILED:
+        state = "failed"
+    return ReportStatus(
+        id=report.id,
+        user_id=report.user_id,
+        state=state,
+        job_id=report.job_id,
+        created_at=created,
+        completed_at=as_utc(report.completed_at),
+        report=report.data,
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Request a portfolio report",
+    description="Answers at once with the report id; the report is computed in the background "
+    "and e-mailed (an outbox row). Follow it with GET /api/reports/{id}.",
+    responses={401: {"description": "Missing or invalid bearer token"}},
+    dependencies=[Depends(authenticated_user), rate_limit("reports")],
+)
+async def request_report(
+    current_user: CurrentUser, session: SessionDep, request: Request, response: Response
+) -> ReportStatus:
+    report = Report(
+        id=uuid.uuid4().hex,
+        user_id=current_user,
+        state="pending",
+        created_at=datetime.now(UTC),
+    )
+    session.add(report)
+    jobs: Jobs = request.app.state.jobs
+    # `submit` commits the report together with its job record, then enqueues.
+    recorded = await jobs.submit(session, REPORT_JOB, {"report_id": report.id})
+    report.job_id = recorded.id
+    await session.commit()
+    response.headers["Location"] = f"{router.prefix}/{report.id}"
+    return _status(report, None)
+
+
+@router.get(
+    "/{report_id}",
+    summary="A report's state and, when ready, its figures",
+    responses={
+        401: {"description": "Missing or invalid bearer token"},
+        403: {"description": "Another user's report"},
+        404: {"description": "No report with this id"},
+    },
+    dependencies=[Depends(authenticated_user)],
+)
+async def get_report(
+    report_id: ReportId, current_user: CurrentUser, session: SessionDep
+) -> ReportStatus:
+    report = await session.get(Report, report_id)
+    if report is None:
+        raise NotFoundError(f"no report with id '{report_id}'")
+    require_owner(current_user, report.user_id)
+    job_state = None
+    if report.state != "ready" and report.job_id is not None:
+        job_state = await session.scalar(select(Job.state).where(Job.id == report.job_id))
+    return _status(report, job_state)

@@ -1,0 +1,46 @@
+"""GET /api/static-data/...: reference data that changes rarely, cacheable by clients and CDNs
+for STATIC_DATA_CACHE_CONTROL (default `public, max-age=3600`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from ..db import SessionDep
+from .models import Instrument
+
+router = APIRouter(prefix="/api/static-data", tags=["reference data"])
+
+
+class InstrumentInfo(BaseModel):
+    symbol: str
+    name: str
+    asset_class: str
+    currency: str
+
+
+def _cacheable(request: Request, response: Response) -> None:
+    response.headers["Cache-Control"] = request.app.state.settings.static_data_cache_control
+
+
+@router.get("/instruments", summary="Every instrument (without prices)")
+async def list_instruments(
+    session: SessionDep, request: Request, response: Response
+) -> list[InstrumentInfo]:
+    rows = await session.execute(
+        select(
+            Instrument.symbol, Instrument.name, Instrument.asset_class, Instrument.currency
+        ).order_by(Instrument.symbol)
+    )
+    _cacheable(request, response)
+    return [InstrumentInfo.model_validate(row, from_attributes=True) for row in rows]
+
+
+@router.get("/currencies", summary="Currencies instruments are quoted in")
+async def list_currencies(session: SessionDep, request: Request, response: Response) -> list[str]:
+    rows = await session.scalars(
+        select(Instrument.currency).distinct().order_by(Instrument.currency)
+    )
+    _cacheable(request, response)
+    return list(rows)
