@@ -27,7 +27,9 @@ async def authenticate(request: Request) -> None:
         return
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not key:
-        raise UnauthorizedError("an API key is required: Authorization: Bearer <key>", headers=CHALLENGE)
+        raise UnauthorizedError(
+            "an API key is required: Authorization: Bearer <key>", headers=CHALLENGE
+        )
     client = settings.api_key_digests.get(hashlib.sha256(key.strip().encode()).hexdigest())
     if client is None:
         raise UnauthorizedError("unknown API key", headers=CHALLENGE)

@@ -13,7 +13,7 @@ Both give 384 dimensions; an index is tied to the embedder that built it (see ve
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -81,14 +81,16 @@ class SemanticEmbedder:
         return normalise(np.asarray(vectors, dtype=np.float32))
 
 
-EMBEDDERS = {"hashing": HashingEmbedder, "semantic": SemanticEmbedder}
+EMBEDDERS: dict[str, Callable[[], Embedder]] = {
+    "hashing": HashingEmbedder,
+    "semantic": SemanticEmbedder,
+}
 
 
 @functools.cache
 def embedder_for(setting: str) -> Embedder:
     """One embedder per process and setting (models load once)."""
-    factory: type[HashingEmbedder] | type[SemanticEmbedder] = EMBEDDERS[setting]
-    return factory()
+    return EMBEDDERS[setting]()
 
 
 def document_text(title: str, text: str) -> str:

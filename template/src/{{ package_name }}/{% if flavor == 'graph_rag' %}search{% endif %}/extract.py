@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 # Words that start sentences or join phrases without naming anything.
-STOPWORDS = frozenset(
-    """
+_STOPWORDS = """
     a about after all also an and any are as at be because been but by can could did do does
     for from had has have he her his how i if in into is it its may more most my no not of on
     one or our she should so some such than that the their them then there these they this
     those to too was we were what when where which while who why will with would you your
-    """.split()
-)
+"""
+STOPWORDS = frozenset(_STOPWORDS.split())
 SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
 CAPITALISED_PHRASE = re.compile(r"\b[A-Z][\w-]*(?:\s+[A-Z][\w-]*)*")
 WORD = re.compile(r"[\w-]+")

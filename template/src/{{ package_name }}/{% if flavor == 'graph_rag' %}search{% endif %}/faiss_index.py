@@ -31,6 +31,7 @@ class FaissIndex:
 
     @classmethod
     def create(cls, dimensions: int, *, exact: bool, hnsw_m: int, ef_search: int) -> FaissIndex:
+        inner: Any
         if exact:
             inner = faiss.IndexFlatIP(dimensions)
         else:

@@ -137,15 +137,17 @@ class SqlGraphStore:
             await session.execute(insert(Entity).on_conflict_do_nothing(), list(chunk))
         ids: dict[str, int] = {}
         for keys in _chunks(list(entities)):
-            result = await session.execute(select(Entity.key, Entity.id).where(Entity.key.in_(keys)))
-            ids.update((key, entity_id) for key, entity_id in result.tuples())
+            result = await session.execute(
+                select(Entity.key, Entity.id).where(Entity.key.in_(keys))
+            )
+            ids.update((key, entity_id) for key, entity_id in result.all())
         links = [
             {"document_id": document.document_id, "entity_id": ids[key]}
             for document in documents
             for key in document.extraction.entities
         ]
-        for chunk in _chunks(links):
-            await session.execute(insert(DocumentEntity), list(chunk))
+        for link_chunk in _chunks(links):
+            await session.execute(insert(DocumentEntity), list(link_chunk))
         weights: dict[tuple[int, int], int] = {}
         for document in documents:
             for (a, b), count in document.extraction.relations.items():
@@ -154,20 +156,20 @@ class SqlGraphStore:
         relation_rows = [
             {"source_id": s, "target_id": t, "weight": w} for (s, t), w in sorted(weights.items())
         ]
-        for chunk in _chunks(relation_rows):
+        for relation_chunk in _chunks(relation_rows):
             statement = insert(Relation)
             statement = statement.on_conflict_do_update(
                 index_elements=[Relation.source_id, Relation.target_id],
                 set_={"weight": Relation.weight + statement.excluded.weight},
             )
-            await session.execute(statement, list(chunk))
+            await session.execute(statement, list(relation_chunk))
 
     async def mentions(self, keys: Sequence[str], limit: int) -> dict[int, int]:
         if not keys:
             return {}
         async with self._database.sessions() as session:
             result = await session.execute(self._mentions, {"keys": list(keys), "limit": limit})
-            return {int(document_id): int(matched) for document_id, matched in result.tuples()}
+            return {int(document_id): int(matched) for document_id, matched in result.all()}
 
     async def expand(
         self, keys: Sequence[str], document_ids: Sequence[int], depth: int, limit: int
@@ -183,7 +185,7 @@ class SqlGraphStore:
         }
         async with self._database.sessions() as session:
             result = await session.execute(self._expand, parameters)
-            return {int(document_id): int(hops) for document_id, hops in result.tuples()}
+            return {int(document_id): int(hops) for document_id, hops in result.all()}
 
 
 def _is_postgres(session: AsyncSession) -> bool:

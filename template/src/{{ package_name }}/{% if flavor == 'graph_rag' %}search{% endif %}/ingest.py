@@ -161,7 +161,11 @@ class Ingestor:
                 # Not a list, or not JSON at all: nothing to salvage.
                 raise BatchInvalidError(
                     f"the body must be a JSON array of documents: {error['msg']}",
-                    extra={"errors": [{"field": "body", "message": error["msg"], "type": error["type"]}]},
+                    extra={
+                        "errors": [
+                            {"field": "body", "message": error["msg"], "type": error["type"]}
+                        ]
+                    },
                 ) from exc
             bad.add(location[0])
             errors.append(

@@ -147,7 +147,9 @@ class SearchEngine:
         ]
         return SearchResult(query=query, degraded=reason is not None, reason=reason, hits=hits)
 
-    async def _vector_search(self, query: str, k: int) -> tuple[list[tuple[int, float]], str | None]:
+    async def _vector_search(
+        self, query: str, k: int
+    ) -> tuple[list[tuple[int, float]], str | None]:
         if not self.vectors.ready.is_set():
             self._degraded.labels("index_not_ready").inc()
             return [], "index_not_ready"
@@ -179,7 +181,7 @@ class SearchEngine:
                     Document.id.in_(ids)
                 )
             )
-            return {int(i): (title, snippet) for i, title, snippet in result.tuples()}
+            return {int(i): (title, snippet) for i, title, snippet in result.all()}
 
 
 router = APIRouter(tags=["search"])

@@ -66,7 +66,7 @@ class VectorIndex:
         self._settings = settings
         self._database = database
         self.embedder = embedder
-        self.directory = Path(settings.vector_index_dir)
+        self.directory = settings.vector_index_dir
         self._index: FaissIndex | None = None
         self._indexed: set[int] = set()  # embedding row ids in the index
         self._last_id = 0
@@ -97,10 +97,6 @@ class VectorIndex:
     @property
     def kind(self) -> str | None:
         return None if self._index is None else self._index.kind
-
-    async def wait_ready(self, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
-            await self.ready.wait()
 
     # --- search ---------------------------------------------------------------------------
     def search_sync(self, query: str, k: int) -> list[tuple[int, float]]:
@@ -138,6 +134,7 @@ class VectorIndex:
     async def _load_or_build(self) -> None:
         manifest = await asyncio.to_thread(self._read_manifest)
         if manifest is not None and await self._still_current(manifest):
+            assert self.directory is not None
             index = await asyncio.to_thread(
                 FaissIndex.read, self.directory / INDEX_FILE, manifest.kind
             )
@@ -224,6 +221,8 @@ class VectorIndex:
 
     # --- persistence ----------------------------------------------------------------------
     def _read_manifest(self) -> Manifest | None:
+        if self.directory is None:
+            return None
         try:
             data = json.loads((self.directory / MANIFEST_FILE).read_text(encoding="utf-8"))
             return Manifest(**data)
@@ -231,10 +230,10 @@ class VectorIndex:
             return None
 
     def _persist(self) -> None:
-        index = self._index
-        if index is None:
+        index, directory = self._index, self.directory
+        if index is None or directory is None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         with self._write_lock:
             manifest = Manifest(
                 embedder=self.embedder.name,
@@ -243,11 +242,11 @@ class VectorIndex:
                 count=index.size,
                 last_id=self._last_id,
             )
-            _replace(self.directory / INDEX_FILE, index.write)
+            _replace(directory / INDEX_FILE, index.write)
         # The manifest goes last: a crash in between leaves an index it does not describe,
         # which the size check on the next start rejects.
         _replace(
-            self.directory / MANIFEST_FILE,
+            directory / MANIFEST_FILE,
             lambda path: path.write_text(json.dumps(asdict(manifest)), encoding="utf-8"),
         )
 
