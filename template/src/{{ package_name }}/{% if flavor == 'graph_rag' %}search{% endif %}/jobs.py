@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import JsonValue
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..jobs import JobContext, job
@@ -57,8 +59,12 @@ async def embed_documents(session: AsyncSession, document_ids: Sequence[int], se
         texts = [document_text(row.title, row.text) for row in rows]
         vectors = await asyncio.to_thread(embedder.embed, texts)
         now = datetime.now(UTC)
+        # A document embedded meanwhile (by another delivery) keeps its first vector.
+        statement = _insert(session)(Embedding).on_conflict_do_nothing(
+            index_elements=[Embedding.document_id]
+        )
         await session.execute(
-            insert(Embedding),
+            statement,
             [
                 {
                     "document_id": row.id,
@@ -71,3 +77,9 @@ async def embed_documents(session: AsyncSession, document_ids: Sequence[int], se
         )
         stored += len(rows)
     return stored
+
+
+def _insert(session: AsyncSession) -> Any:
+    """INSERT with ON CONFLICT, in the dialect of the session's database."""
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert

@@ -23,7 +23,8 @@ from prometheus_client import Counter
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from ..db import Database
+from ..db import CONNECTION_ERRORS, Database
+from ..errors import DatabaseUnavailableError
 from ..observability import Metrics
 from ..ratelimit import rate_limit
 from ..settings import Settings
@@ -107,6 +108,13 @@ class SearchEngine:
         pass
 
     async def search(self, query: str, k: int) -> SearchResult:
+        """503 when the graph store or the database is down (no answer without the graph)."""
+        try:
+            return await self._search(query, k)
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailableError(self._database.retry_after) from exc
+
+    async def _search(self, query: str, k: int) -> SearchResult:
         keys = self._extractor.query_keys(query)
         vector_hits, reason = await self._vector_search(query, k * OVERFETCH)
         seed_documents = [document_id for document_id, _ in vector_hits[:k]]
