@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import Integer, String, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,10 +109,12 @@ class SqlGraphStore:
 
     def __init__(self, database: Database) -> None:
         self._database = database
+        # Typed, so an empty list renders as an empty set of the right type on PostgreSQL.
+        keys = bindparam("keys", expanding=True, type_=String)
         self._expand = text(EXPAND_SQL).bindparams(
-            bindparam("keys", expanding=True), bindparam("document_ids", expanding=True)
+            keys, bindparam("document_ids", expanding=True, type_=Integer)
         )
-        self._mentions = text(MENTIONS_SQL).bindparams(bindparam("keys", expanding=True))
+        self._mentions = text(MENTIONS_SQL).bindparams(keys)
 
     async def open(self) -> None:
         """The tables live in the app database, opened before this store."""
