@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol
 
 from sqlalchemy import Integer, String, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -22,8 +22,6 @@ from .models import DocumentEntity, Entity, Relation
 
 # Bound parameters per statement stay far below SQLite's and asyncpg's limits (32766).
 CHUNK = 2000
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +65,7 @@ class GraphStore(Protocol):
         ...
 
 
-def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
