@@ -44,6 +44,8 @@ WEIGHTS = {"vector": 0.6, "keyword": 0.25, "graph": 0.15}
 DEGRADED_WEIGHTS = {"vector": 0.0, "keyword": 0.6, "graph": 0.4}
 # Vector candidates fetched per requested hit: the graph re-ranks a wider set than k.
 OVERFETCH = 3
+# A vector hit seeds the graph walk when its similarity is at least this share of the best's.
+SEED_SIMILARITY = 0.75
 
 
 class ScoreBreakdown(BaseModel):
@@ -117,14 +119,22 @@ class SearchEngine:
     async def _search(self, query: str, k: int) -> SearchResult:
         keys = self._extractor.query_keys(query)
         vector_hits, reason = await self._vector_search(query, k * OVERFETCH)
-        seed_documents = [document_id for document_id, _ in vector_hits[:k]]
+        # Only close vector hits seed the graph walk: a weak one (a few shared words, or a
+        # hashing collision) would pull its whole neighbourhood into the answer.
+        best = vector_hits[0][1] if vector_hits else 0.0
+        seed_documents = [
+            document_id
+            for document_id, similarity in vector_hits[:k]
+            if similarity > 0 and similarity >= SEED_SIMILARITY * best
+        ]
         limit = k * OVERFETCH * 4
         mentions = await self._graph.mentions(keys, limit)
         reached = await self._graph.expand(keys, seed_documents, self.depth, limit)
 
         candidates: dict[int, _Candidate] = {}
         for document_id, similarity in vector_hits:
-            candidates.setdefault(document_id, _Candidate()).vector = max(similarity, 0.0)
+            if similarity > 0:
+                candidates.setdefault(document_id, _Candidate()).vector = similarity
         for document_id, matched in mentions.items():
             candidates.setdefault(document_id, _Candidate()).keyword = matched / len(keys)
         for document_id, hops in reached.items():
