@@ -84,7 +84,11 @@ class VectorIndex:
         await stop_task(self._task)
         self._task = None
         if self._index is not None:
-            await asyncio.to_thread(self._persist)
+            try:
+                await asyncio.to_thread(self._persist)
+            except OSError as exc:
+                # The next start rebuilds from the database: slower, never wrong.
+                logger.warning("vector index not persisted: %s", exc)
 
     async def check(self) -> None:
         if not self.ready.is_set():
@@ -120,6 +124,11 @@ class VectorIndex:
                 logger.warning("vector index not built yet: database unavailable: %s", exc)
                 await asyncio.sleep(self._settings.vector_refresh_interval)
         self.ready.set()
+        if not self.loaded_from_disk:
+            try:
+                await asyncio.to_thread(self._persist)
+            except OSError as exc:
+                logger.warning("vector index not persisted: %s", exc)
         logger.info(
             "vector index ready",
             extra={"vectors": self.size, "kind": self.kind, "from_disk": self.loaded_from_disk},
@@ -160,7 +169,6 @@ class VectorIndex:
         self._index, self._indexed, self._last_id = index, set(), 0
         while await self.refresh(rows=BATCH_ROWS * 4):
             pass
-        await asyncio.to_thread(self._persist)
 
     async def refresh(self, rows: int = BATCH_ROWS) -> int:
         """Add embeddings stored since the last refresh; how many were added."""
