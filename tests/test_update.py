@@ -38,16 +38,14 @@ RELEASE_HEADING = re.compile(
 )
 #: Questions that did not exist yet at the first release (not passed when rendering it).
 NEW_SINCE_FIRST = {"graph_store", "lock_dependencies"}
-#: Variants updated from the first release: both flavors, every queue backend and cache.
+#: Variants updated from the first release: every flavor (and graph store), queue and cache.
 UPDATE_VARIANTS = [
-    v
-    for v in V.covering_set()
-    if v.id
-    in {
-        "fintech-arq-nocache-k8s-py311",
-        "graph_rag-celery_rabbitmq-memory-ecs-py311",
-        "fintech-noqueue-memory-k8s-py312",
-    }
+    next(v for v in V.covering_set() if v.flavor == flavor and v.queue.startswith(queue))
+    for flavor, queue in (
+        ("fintech", "arq"),
+        ("graph_rag_sql", "celery"),
+        ("graph_rag_memgraph", "none"),
+    )
 ]
 VARIANT = next(v for v in V.covering_set() if v.python == "3.11")
 

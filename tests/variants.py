@@ -2,17 +2,17 @@
 
 A *variant* is one combination of the five answers that change what is generated:
 
-    flavor x queue (queue_backend, with celery split by celery_broker) x cache x autoscaling
-    x python_version
+    flavor (graph_rag split by graph_store) x queue (queue_backend, with celery split by
+    celery_broker) x cache x autoscaling x python_version
 
 Every choice list is read from copier.yml, so a new choice there shows up here (and in CI)
 without editing this file. Two sets are derived:
 
-- ``all_variants()``: the full cartesian product (2 x 4 x 3 x 3 x 3 = 216 today).
+- ``all_variants()``: the full cartesian product (3 x 4 x 3 x 3 x 3 = 324 today).
 - ``covering_set()``: a pairwise covering set: every value of every factor and every pair of
   values of any two factors appears in at least one variant. Its size is the product of the two
-  largest factors when that is reachable (4 x 3 = 12 today); the search below finds such a set
-  deterministically.
+  largest factors when that is reachable (4 x 3 = 12), else a few more (13 today); the search
+  below finds such a set deterministically.
 
 Each variant has a short, stable id (``fintech-celery_redis-redis-k8s-py311``) and its own
 project/package name, so rendered projects never collide (in a shared venv, a shared mypy cache,
@@ -55,6 +55,8 @@ _SHORT = {
     ("queue", "none"): "noqueue",
     ("cache", "none"): "nocache",
     ("autoscaling", "none"): "noscale",
+    # The default graph store keeps the ids (and project names) graph_rag had before the split.
+    ("flavor", "graph_rag_sql"): "graph_rag",
 }
 
 
@@ -97,7 +99,8 @@ def question_default(question: str, questions: Mapping[str, Any] | None = None) 
 
 
 def factor_levels(questions: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
-    """Factor name -> its levels. ``queue`` is queue_backend with celery split by broker."""
+    """Factor name -> its levels. ``queue`` is queue_backend with celery split by broker;
+    ``flavor`` has graph_rag split by graph store (graph_rag_sql, graph_rag_memgraph)."""
     questions = questions if questions is not None else load_questions()
     levels: dict[str, list[str]] = {}
     for factor, question in FACTORS:
@@ -107,6 +110,14 @@ def factor_levels(questions: Mapping[str, Any] | None = None) -> dict[str, list[
             for value in values:
                 if value == "celery":
                     split += [f"celery_{b}" for b in choice_values("celery_broker", questions)]
+                else:
+                    split.append(value)
+            values = split
+        if factor == "flavor" and "graph_store" in questions:
+            split = []
+            for value in values:
+                if value == "graph_rag":
+                    split += [f"graph_rag_{g}" for g in choice_values("graph_store", questions)]
                 else:
                     split.append(value)
             values = split
@@ -156,11 +167,15 @@ class Variant:
             "project_name": self.project_name,
             "project_slug": self.project_slug,
             "package_name": self.package_name,
-            "flavor": self.flavor,
             "cache": self.cache,
             "autoscaling": self.autoscaling,
             "python_version": self.python,
         }
+        if self.flavor.startswith("graph_rag_"):
+            data["flavor"] = "graph_rag"
+            data["graph_store"] = self.flavor.removeprefix("graph_rag_")
+        else:
+            data["flavor"] = self.flavor
         if self.queue.startswith("celery_"):
             data["queue_backend"] = "celery"
             data["celery_broker"] = self.queue.removeprefix("celery_")
@@ -273,7 +288,7 @@ def _covering(path: Path) -> tuple[Variant, ...]:
 
 
 def covering_set(path: Path = COPIER_YML) -> list[Variant]:
-    """A pairwise covering set over the five factors (12 variants for 2x4x3x3x3)."""
+    """A pairwise covering set over the five factors (13 variants for 3x4x3x3x3)."""
     return list(_covering(path))
 
 
@@ -297,11 +312,18 @@ def check_pairwise(variants: Sequence[Variant], levels: Mapping[str, Sequence[st
 # ---------------------------------------------------------------------------------------------
 # CLI (used by .github/workflows/template-ci.yml)
 # ---------------------------------------------------------------------------------------------
-def github_matrix(
-    shard_by: Sequence[str] = ("flavor", "queue", "cache", "autoscaling", "python"),
-) -> dict[str, Any]:
-    """One matrix entry per group of variants sharing ``shard_by``: by default every field, so
-    one render-and-lint job per variant (216, under GitHub's 256-job matrix limit)."""
+#: GitHub Actions refuses a matrix of more than this many jobs.
+GITHUB_MATRIX_LIMIT = 256
+
+
+def github_matrix(shard_by: Sequence[str] | None = None) -> dict[str, Any]:
+    """One matrix entry per group of variants sharing ``shard_by``. By default every field (one
+    render-and-lint job per variant) while that fits GitHub's 256-job limit, else every field
+    but the Python version (324 variants today: 108 jobs of 3)."""
+    if shard_by is None:
+        every = ("flavor", "queue", "cache", "autoscaling", "python")
+        fits = len(all_variants()) <= GITHUB_MATRIX_LIMIT
+        shard_by = every if fits else every[:-1]
     groups: dict[str, list[str]] = {}
     for v in all_variants():
         key = "-".join(str(getattr(v, f)).replace(".", "") for f in shard_by)

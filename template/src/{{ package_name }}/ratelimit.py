@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -32,6 +32,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter
+from starlette.routing import BaseRoute
 
 from .cache import Outage
 from .errors import AppError, ServiceUnavailableError
@@ -164,14 +165,22 @@ def describe(item: RateLimitItem) -> str:
 def document_rate_limits(app: FastAPI) -> None:
     """Write each limited route's limit into its OpenAPI description and responses."""
     limiter: RateLimiter = app.state.ratelimit
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
+    for route in _api_routes(app.routes):
         for limited in _rate_limits(route.dependant):
             text = describe(limiter.limit(limited.route))
             if text not in (route.description or ""):
                 route.description = "\n\n".join(filter(None, [route.description, text]))
             route.responses.setdefault(429, {"description": "Rate limit exceeded"})
+
+
+def _api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        # FastAPI 0.16x keeps an included router as one entry pointing at the original router.
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _api_routes(included.routes)
 
 
 def _rate_limits(dependant: Dependant) -> Iterator[RateLimit]:

@@ -1,0 +1,192 @@
+"""The graph store: entities, their co-occurrence relations, and which documents mention them.
+
+`SqlGraphStore` keeps them in the app database and walks relations with a recursive CTE (the
+same SQL on SQLite and PostgreSQL). The Memgraph adapter, where generated, implements the
+same protocol; tests/test_graph_contract.py runs one contract against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Integer, String, bindparam, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db import Database
+from ..errors import ServiceUnavailableError
+from .extract import Extraction
+from .models import DocumentEntity, Entity, Relation
+
+# Bound parameters per statement stay far below SQLite's and asyncpg's limits (32766).
+CHUNK = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentGraph:
+    document_id: int
+    extraction: Extraction
+
+
+class GraphUnavailableError(ServiceUnavailableError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "the graph store is unavailable; retry later",
+            retry_after=retry_after,
+            code="graph_store_unavailable",
+        )
+
+
+class GraphStore(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def check(self) -> None: ...
+
+    async def add(self, session: AsyncSession, documents: Sequence[DocumentGraph]) -> None:
+        """Store the documents' entities and relations. The SQL store writes through `session`
+        (same transaction as the documents); other stores write on their own."""
+        ...
+
+    async def mentions(self, keys: Sequence[str], limit: int) -> dict[int, int]:
+        """Documents mentioning any of the entity `keys` -> how many of them."""
+        ...
+
+    async def expand(
+        self, keys: Sequence[str], document_ids: Sequence[int], depth: int, limit: int
+    ) -> dict[int, int]:
+        """Documents reachable from the entities named by `keys` or mentioned by
+        `document_ids`, through at most `depth` relations -> the fewest hops."""
+        ...
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+# Seeds at hop 0, then one relation per step. UNION (not UNION ALL) drops repeated
+# (entity, hops) rows, and `hops < :depth` bounds the walk even on cycles.
+EXPAND_SQL = """
+WITH RECURSIVE
+seeds(entity_id) AS (
+    SELECT id FROM entities WHERE key IN :keys
+    UNION
+    SELECT entity_id FROM document_entities WHERE document_id IN :document_ids
+),
+walk(entity_id, hops) AS (
+    SELECT entity_id, 0 FROM seeds
+    UNION
+    SELECT r.target_id, w.hops + 1
+    FROM walk AS w JOIN relations AS r ON r.source_id = w.entity_id
+    WHERE w.hops < :depth
+)
+SELECT de.document_id, MIN(w.hops) AS hops
+FROM walk AS w JOIN document_entities AS de ON de.entity_id = w.entity_id
+GROUP BY de.document_id
+ORDER BY hops, de.document_id
+LIMIT :limit
+"""
+
+MENTIONS_SQL = """
+SELECT de.document_id, COUNT(*) AS matched
+FROM entities AS e JOIN document_entities AS de ON de.entity_id = e.id
+WHERE e.key IN :keys
+GROUP BY de.document_id
+ORDER BY matched DESC, de.document_id
+LIMIT :limit
+"""
+
+
+class SqlGraphStore:
+    name = "graph"
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        # Typed, so an empty list renders as an empty set of the right type on PostgreSQL.
+        keys = bindparam("keys", expanding=True, type_=String)
+        self._expand = text(EXPAND_SQL).bindparams(
+            keys, bindparam("document_ids", expanding=True, type_=Integer)
+        )
+        self._mentions = text(MENTIONS_SQL).bindparams(keys)
+
+    async def open(self) -> None:
+        """The tables live in the app database, opened before this store."""
+
+    async def close(self) -> None:
+        pass
+
+    async def check(self) -> None:
+        """The database's own check covers it."""
+
+    async def add(self, session: AsyncSession, documents: Sequence[DocumentGraph]) -> None:
+        entities = {
+            key: entity
+            for document in documents
+            for key, entity in document.extraction.entities.items()
+        }
+        if not entities:
+            return
+        insert = postgresql.insert if _is_postgres(session) else sqlite.insert
+        rows = [{"key": e.key, "name": e.name, "kind": e.kind} for e in entities.values()]
+        for chunk in _chunks(rows):
+            await session.execute(insert(Entity).on_conflict_do_nothing(), list(chunk))
+        ids: dict[str, int] = {}
+        for keys in _chunks(list(entities)):
+            result = await session.execute(
+                select(Entity.key, Entity.id).where(Entity.key.in_(keys))
+            )
+            ids.update((key, entity_id) for key, entity_id in result.all())
+        links = [
+            {"document_id": document.document_id, "entity_id": ids[key]}
+            for document in documents
+            for key in document.extraction.entities
+        ]
+        for link_chunk in _chunks(links):
+            await session.execute(insert(DocumentEntity), list(link_chunk))
+        weights: dict[tuple[int, int], int] = {}
+        for document in documents:
+            for (a, b), count in document.extraction.relations.items():
+                for pair in ((ids[a], ids[b]), (ids[b], ids[a])):
+                    weights[pair] = weights.get(pair, 0) + count
+        relation_rows = [
+            {"source_id": s, "target_id": t, "weight": w} for (s, t), w in sorted(weights.items())
+        ]
+        for relation_chunk in _chunks(relation_rows):
+            statement = insert(Relation)
+            statement = statement.on_conflict_do_update(
+                index_elements=[Relation.source_id, Relation.target_id],
+                set_={"weight": Relation.weight + statement.excluded.weight},
+            )
+            await session.execute(statement, list(relation_chunk))
+
+    async def mentions(self, keys: Sequence[str], limit: int) -> dict[int, int]:
+        if not keys:
+            return {}
+        async with self._database.sessions() as session:
+            result = await session.execute(self._mentions, {"keys": list(keys), "limit": limit})
+            return {int(document_id): int(matched) for document_id, matched in result.all()}
+
+    async def expand(
+        self, keys: Sequence[str], document_ids: Sequence[int], depth: int, limit: int
+    ) -> dict[int, int]:
+        if not keys and not document_ids:
+            return {}
+        parameters = {
+            # An empty IN list is valid SQL only through SQLAlchemy's expanding parameters.
+            "keys": list(keys),
+            "document_ids": list(document_ids),
+            "depth": depth,
+            "limit": limit,
+        }
+        async with self._database.sessions() as session:
+            result = await session.execute(self._expand, parameters)
+            return {int(document_id): int(hops) for document_id, hops in result.all()}
+
+
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"

@@ -1,0 +1,295 @@
+"""Ingest: one document, or a batch validated from the raw body in one pass.
+
+Both store the documents, their entities and relations and one embedding job in a single
+transaction, then answer 202 with the job id: the vectors are computed by the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
+from sqlalchemy import insert
+
+from ..db import CONNECTION_ERRORS, Database
+from ..errors import AppError, DatabaseUnavailableError
+from ..jobs.service import Jobs
+from ..ratelimit import rate_limit
+from ..settings import Settings
+from .auth import authenticate
+from .extract import Extractor
+from .graph import DocumentGraph, GraphStore
+from .jobs import EMBED_JOB
+from .models import Document
+
+MAX_TITLE = 500
+MAX_TEXT = 100_000
+MAX_TAGS = 32
+MAX_TAG = 64
+MAX_METADATA_KEYS = 32
+
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TAG)]
+MetadataValue = Annotated[str, StringConstraints(max_length=1000)] | int | float | bool | None
+
+
+class DocumentIn(BaseModel):
+    title: str = Field(min_length=1, max_length=MAX_TITLE)
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    metadata: dict[Annotated[str, StringConstraints(max_length=100)], MetadataValue] = Field(
+        default_factory=dict, max_length=MAX_METADATA_KEYS
+    )
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+
+
+class Accepted(BaseModel):
+    document_id: int
+    job_id: str
+
+
+class ItemError(BaseModel):
+    index: int
+    field: str
+    message: str
+    type: str
+
+
+class BatchAccepted(BaseModel):
+    accepted: int
+    document_ids: list[int] = Field(description="In the order of the valid items.")
+    job_id: str | None = Field(description="One embedding job for the whole batch.")
+    errors: list[ItemError] = Field(description="Every invalid item, by index and field.")
+
+
+class PayloadTooLargeError(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class BatchInvalidError(AppError):
+    status_code = 422
+    code = "validation_error"
+
+
+class Ingestor:
+    """Built once in the lifespan; the ingest endpoints reach it on `app.state.ingest`."""
+
+    name = "ingest"
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        jobs: Jobs,
+        graph: GraphStore,
+        extractor: Extractor,
+    ) -> None:
+        self.settings = settings
+        self._database = database
+        self._jobs = jobs
+        self._graph = graph
+        self._extractor = extractor
+        self.max_items = settings.ingest_max_batch
+        self.max_bytes = settings.ingest_max_body_bytes
+        self.batch = TypeAdapter(list[DocumentIn])
+        self.document = TypeAdapter(DocumentIn)
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def store(self, documents: Sequence[DocumentIn]) -> tuple[list[int], str]:
+        """Insert the documents and their graph, record one embedding job: one transaction."""
+        extractions = await asyncio.to_thread(self._extract, documents)
+        now = datetime.now(UTC)
+        try:
+            async with self._database.sessions() as session:
+                result = await session.execute(
+                    insert(Document).returning(Document.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "title": d.title,
+                            "text": d.text,
+                            "meta": d.metadata,
+                            "tags": d.tags,
+                            "created_at": now,
+                        }
+                        for d in documents
+                    ],
+                )
+                ids = [int(i) for i in result.scalars()]
+                await self._graph.add(
+                    session,
+                    [DocumentGraph(i, e) for i, e in zip(ids, extractions, strict=True)],
+                )
+                # Commits the documents, the graph and the job together.
+                job = await self._jobs.submit(
+                    session,
+                    EMBED_JOB,
+                    {"document_ids": ids, "embedder": self.settings.embedder},
+                )
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailableError(self._database.retry_after) from exc
+        return ids, job.id
+
+    def _extract(self, documents: Sequence[DocumentIn]) -> list[Any]:
+        return [self._extractor.extract(d.title, d.text, d.tags) for d in documents]
+
+    def validate_batch(self, body: bytes) -> tuple[list[tuple[int, DocumentIn]], list[ItemError]]:
+        """(index, document) for every valid item and every error, from one parse of `body`."""
+        try:
+            documents = self.batch.validate_json(body)
+        except ValidationError as exc:
+            return self._partial(body, exc)
+        self._check_count(len(documents))
+        return list(enumerate(documents)), []
+
+    def _partial(
+        self, body: bytes, exc: ValidationError
+    ) -> tuple[list[tuple[int, DocumentIn]], list[ItemError]]:
+        errors: list[ItemError] = []
+        bad: set[int] = set()
+        for error in exc.errors(include_url=False):
+            location = error["loc"]
+            if not location or not isinstance(location[0], int):
+                # Not a list, or not JSON at all: nothing to salvage.
+                raise BatchInvalidError(
+                    f"the body must be a JSON array of documents: {error['msg']}",
+                    extra={
+                        "errors": [
+                            {"field": "body", "message": error["msg"], "type": error["type"]}
+                        ]
+                    },
+                ) from exc
+            bad.add(location[0])
+            errors.append(
+                ItemError(
+                    index=location[0],
+                    field=".".join(str(part) for part in location[1:]) or "item",
+                    message=error["msg"],
+                    type=error["type"],
+                )
+            )
+        # The body parsed as a list: validate only the good items again.
+        items: list[Any] = orjson.loads(body)
+        self._check_count(len(items))
+        valid = [
+            (index, self.document.validate_python(item))
+            for index, item in enumerate(items)
+            if index not in bad
+        ]
+        return valid, errors
+
+    def _check_count(self, count: int) -> None:
+        if count > self.max_items:
+            raise PayloadTooLargeError(
+                f"at most {self.max_items} documents per batch (INGEST_MAX_BATCH), got {count}"
+            )
+        if count == 0:
+            raise BatchInvalidError("the batch is empty")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the body exceeds {limit} bytes (INGEST_MAX_BODY_BYTES)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"the body exceeds {limit} bytes (INGEST_MAX_BODY_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+router = APIRouter(tags=["ingest"])
+
+BATCH_DESCRIPTION = """\
+A JSON array of documents (the `DocumentIn` schema), at most INGEST_MAX_BATCH items (default
+1000) and INGEST_MAX_BODY_BYTES bytes (default 20 MiB; larger bodies get 413 before parsing).
+
+The body is validated in one pass from its raw bytes. Valid items are stored in one transaction
+with one embedding job for the batch; every invalid item is reported by index and field:
+
+- 202: every item was valid;
+- 207: some items were invalid (`errors`), the valid ones were stored;
+- 422: no item was valid, or the body is not a JSON array.
+"""
+
+
+def _ingestor(request: Request) -> Ingestor:
+    ingestor: Ingestor = request.app.state.ingest
+    return ingestor
+
+
+@router.post(
+    "/documents",
+    status_code=202,
+    summary="Store one document and enqueue its embedding",
+    description=(
+        f"Title up to {MAX_TITLE} characters, text up to {MAX_TEXT}, up to {MAX_TAGS} tags of "
+        f"{MAX_TAG} characters and {MAX_METADATA_KEYS} metadata keys. Entities and relations "
+        "are extracted at once; the embedding is computed by a job (follow it at "
+        "`/api/jobs/{job_id}`). The document is searchable by graph and keywords at once, and "
+        "by vector within VECTOR_REFRESH_INTERVAL seconds of the job finishing."
+    ),
+    response_model=Accepted,
+    dependencies=[Depends(authenticate), rate_limit("ingest")],
+    responses={401: {"description": "Missing or unknown API key"}},
+)
+async def create_document(document: DocumentIn, request: Request, response: Response) -> Accepted:
+    (document_id,), job_id = await _ingestor(request).store([document])
+    response.headers["Location"] = f"/api/jobs/{job_id}"
+    return Accepted(document_id=document_id, job_id=job_id)
+
+
+@router.post(
+    "/ingest/batch",
+    status_code=202,
+    summary="Store a batch of documents",
+    description=BATCH_DESCRIPTION,
+    response_model=BatchAccepted,
+    dependencies=[Depends(authenticate), rate_limit("ingest")],
+    responses={
+        207: {"model": BatchAccepted, "description": "Some items were invalid"},
+        401: {"description": "Missing or unknown API key"},
+        413: {"description": "Body or item count over the limit"},
+        422: {"description": "No valid item"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/DocumentIn"},
+                        "minItems": 1,
+                    }
+                }
+            },
+        }
+    },
+)
+async def ingest_batch(request: Request, response: Response) -> BatchAccepted:
+    ingestor = _ingestor(request)
+    body = await read_body(request, ingestor.max_bytes)
+    valid, errors = ingestor.validate_batch(body)
+    if not valid:
+        raise BatchInvalidError(
+            f"no valid document in the batch ({len(errors)} errors)",
+            extra={"errors": [error.model_dump() for error in errors]},
+        )
+    ids, job_id = await ingestor.store([document for _, document in valid])
+    if errors:
+        response.status_code = 207
+    response.headers["Location"] = f"/api/jobs/{job_id}"
+    return BatchAccepted(accepted=len(ids), document_ids=ids, job_id=job_id, errors=errors)

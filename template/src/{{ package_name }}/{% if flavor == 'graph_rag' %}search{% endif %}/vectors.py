@@ -1,0 +1,269 @@
+"""The vector store: a FAISS index over the `embeddings` table, kept current in every process.
+
+- Start: reuse the index persisted under VECTOR_INDEX_DIR when its manifest still matches the
+  database (same embedder, and the rows it covers are still there); otherwise build it from
+  the stored embeddings. Either runs in a background task: until it is done the index is not
+  ready and searches answer from the graph (see search.py), so a large rebuild never delays
+  start-up or readiness.
+- Refresh: every VECTOR_REFRESH_INTERVAL seconds one cheap query (a count) tells whether the
+  worker stored new embeddings; only then are the new rows read and added. Every API process
+  does this on its own, so each picks up new documents within that delay, with no restart.
+- Shutdown: the index and its manifest are written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from ..db import CONNECTION_ERRORS, Database
+from ..resources import Degraded, stop_task
+from ..settings import Settings
+from .embed import Embedder, Vectors
+from .faiss_index import FaissIndex, IdArray, set_threads
+from .models import Embedding
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+MANIFEST_FILE = "manifest.json"
+# Rows read per query while building or refreshing.
+BATCH_ROWS = 5000
+# Embedding ids are handed out at insert but become visible at commit, so a row can appear
+# below ids already seen; each refresh looks back this many ids and skips what it has.
+LOOKBACK_IDS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    embedder: str
+    dimensions: int
+    kind: str
+    count: int
+    last_id: int
+
+
+class IndexNotReadyError(Exception):
+    pass
+
+
+class VectorIndex:
+    """A lifespan resource; `search` runs FAISS in a worker thread."""
+
+    name = "vectors"
+
+    def __init__(self, settings: Settings, database: Database, embedder: Embedder) -> None:
+        self._settings = settings
+        self._database = database
+        self.embedder = embedder
+        self.directory = settings.vector_index_dir
+        self._index: FaissIndex | None = None
+        self._indexed: set[int] = set()  # embedding row ids in the index
+        self._last_id = 0
+        self._write_lock = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+        self.loaded_from_disk = False
+        self.build_seconds: float | None = None
+
+    async def open(self) -> None:
+        set_threads(self._settings.vector_search_threads)
+        self._task = asyncio.create_task(self._run(), name="vector-index")
+
+    async def close(self) -> None:
+        await stop_task(self._task)
+        self._task = None
+        if self._index is not None:
+            try:
+                await asyncio.to_thread(self._persist)
+            except OSError as exc:
+                # The next start rebuilds from the database: slower, never wrong.
+                logger.warning("vector index not persisted: %s", exc)
+
+    async def check(self) -> None:
+        if not self.ready.is_set():
+            raise Degraded("the vector index is loading; searches answer from the graph")
+
+    @property
+    def size(self) -> int:
+        return 0 if self._index is None else self._index.size
+
+    @property
+    def kind(self) -> str | None:
+        return None if self._index is None else self._index.kind
+
+    # --- search ---------------------------------------------------------------------------
+    def search_sync(self, query: str, k: int) -> list[tuple[int, float]]:
+        """Embed the query and search (blocking: runs in a worker thread)."""
+        index = self._index
+        if index is None or not self.ready.is_set():
+            raise IndexNotReadyError
+        vector = self.embedder.embed([query])
+        with self._write_lock:
+            return index.search(vector, k)
+
+    # --- start and refresh ----------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._index is None:
+            try:
+                started = loop.time()
+                await self._load_or_build()
+                self.build_seconds = loop.time() - started
+            except CONNECTION_ERRORS as exc:
+                logger.warning("vector index not built yet: database unavailable: %s", exc)
+                await asyncio.sleep(self._settings.vector_refresh_interval)
+        self.ready.set()
+        if not self.loaded_from_disk:
+            try:
+                await asyncio.to_thread(self._persist)
+            except OSError as exc:
+                logger.warning("vector index not persisted: %s", exc)
+        logger.info(
+            "vector index ready",
+            extra={"vectors": self.size, "kind": self.kind, "from_disk": self.loaded_from_disk},
+        )
+        while True:
+            await asyncio.sleep(self._settings.vector_refresh_interval)
+            try:
+                await self.refresh()
+            except CONNECTION_ERRORS as exc:
+                logger.warning("vector index refresh skipped: database unavailable: %s", exc)
+
+    async def _load_or_build(self) -> None:
+        manifest = await asyncio.to_thread(self._read_manifest)
+        if manifest is not None and await self._still_current(manifest):
+            assert self.directory is not None
+            index = await asyncio.to_thread(
+                FaissIndex.read, self.directory / INDEX_FILE, manifest.kind
+            )
+            if index.size == manifest.count:
+                self._index, self._last_id = index, manifest.last_id
+                self.loaded_from_disk = True
+                # Ids of the rows it covers (cheap: no vectors read).
+                self._indexed = await self._ids_up_to(manifest.last_id)
+                await self.refresh()
+                return
+        await self._build()
+
+    async def _build(self) -> None:
+        async with self._database.sessions() as session:
+            count = await session.scalar(select(func.count()).select_from(Embedding)) or 0
+        exact = count < self._settings.vector_exact_max
+        index = FaissIndex.create(
+            self.embedder.dimensions,
+            exact=exact,
+            hnsw_m=self._settings.vector_hnsw_m,
+            ef_search=self._settings.vector_hnsw_ef_search,
+        )
+        self._index, self._indexed, self._last_id = index, set(), 0
+        while await self.refresh(rows=BATCH_ROWS * 4):
+            pass
+
+    async def refresh(self, rows: int = BATCH_ROWS) -> int:
+        """Add embeddings stored since the last refresh; how many were added."""
+        index = self._index
+        if index is None:
+            return 0
+        async with self._database.sessions() as session:
+            stored = await session.scalar(
+                select(func.count())
+                .select_from(Embedding)
+                .where(Embedding.embedder == self.embedder.name)
+            )
+            if not stored or stored == len(self._indexed):
+                return 0
+            result = await session.execute(
+                select(Embedding.id, Embedding.document_id, Embedding.vector)
+                .where(
+                    Embedding.id > max(self._last_id - LOOKBACK_IDS, 0),
+                    Embedding.embedder == self.embedder.name,
+                )
+                .order_by(Embedding.id)
+                .limit(rows + LOOKBACK_IDS)
+            )
+            fetched = [row for row in result.all() if row.id not in self._indexed]
+        if not fetched:
+            return 0
+        ids = np.fromiter((row.document_id for row in fetched), dtype=np.int64)
+        vectors: Vectors = np.frombuffer(
+            b"".join(row.vector for row in fetched), dtype=np.float32
+        ).reshape(len(fetched), self.embedder.dimensions)
+        await asyncio.to_thread(self._add, index, ids, vectors)
+        self._indexed.update(row.id for row in fetched)
+        self._last_id = max(self._last_id, fetched[-1].id)
+        return len(fetched)
+
+    def _add(self, index: FaissIndex, ids: IdArray, vectors: Vectors) -> None:
+        with self._write_lock:
+            index.add(ids, vectors)
+
+    async def _ids_up_to(self, last_id: int) -> set[int]:
+        async with self._database.sessions() as session:
+            result = await session.scalars(select(Embedding.id).where(Embedding.id <= last_id))
+            return set(result.all())
+
+    async def _still_current(self, manifest: Manifest) -> bool:
+        if (manifest.embedder, manifest.dimensions) != (
+            self.embedder.name,
+            self.embedder.dimensions,
+        ):
+            return False
+        async with self._database.sessions() as session:
+            covered = await session.scalar(
+                select(func.count())
+                .select_from(Embedding)
+                .where(Embedding.id <= manifest.last_id, Embedding.embedder == manifest.embedder)
+            )
+        return covered == manifest.count
+
+    # --- persistence ----------------------------------------------------------------------
+    def _read_manifest(self) -> Manifest | None:
+        if self.directory is None:
+            return None
+        try:
+            data = json.loads((self.directory / MANIFEST_FILE).read_text(encoding="utf-8"))
+            return Manifest(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _persist(self) -> None:
+        index, directory = self._index, self.directory
+        if index is None or directory is None:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._write_lock:
+            manifest = Manifest(
+                embedder=self.embedder.name,
+                dimensions=self.embedder.dimensions,
+                kind=index.kind,
+                count=index.size,
+                last_id=self._last_id,
+            )
+            _replace(directory / INDEX_FILE, index.write)
+        # The manifest goes last: a crash in between leaves an index it does not describe,
+        # which the size check on the next start rejects.
+        _replace(
+            directory / MANIFEST_FILE,
+            lambda path: path.write_text(json.dumps(asdict(manifest)), encoding="utf-8"),
+        )
+
+
+def _replace(target: Path, write: Callable[[Path], object]) -> None:
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
