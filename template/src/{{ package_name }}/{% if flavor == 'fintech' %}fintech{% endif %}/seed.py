@@ -110,9 +110,12 @@ async def seed(
             for number in range(first_instrument, first_instrument + instruments)
         ]
         await _insert(connection, _table(Instrument), instrument_rows)
+        # Portfolios are in USD and hold USD instruments (there is no FX conversion).
         prices = {
             row.id: row.price
-            for row in await connection.execute(select(Instrument.id, Instrument.price))
+            for row in await connection.execute(
+                select(Instrument.id, Instrument.price).where(Instrument.currency == "USD")
+            )
         }
         instrument_ids = list(prices)
 

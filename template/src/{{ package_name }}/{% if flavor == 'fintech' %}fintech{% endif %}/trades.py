@@ -130,6 +130,14 @@ async def _execute(session: AsyncSession, portfolio: Portfolio, order: TradeRequ
         raise TradeRejectedError(
             "unknown_instrument", "symbol", f"unknown instrument '{order.symbol}'"
         )
+    if instrument.currency != portfolio.currency:
+        # No FX conversion here: a portfolio holds instruments quoted in its own currency.
+        raise TradeRejectedError(
+            "currency_mismatch",
+            "symbol",
+            f"{order.symbol} is quoted in {instrument.currency}; the portfolio is in"
+            f" {portfolio.currency}",
+        )
     # At the stored scales (exact: the request's digits are within them), so the answer and
     # a replay of it show what was booked.
     quantity = order.quantity.quantize(QUANTITY_STEP)
