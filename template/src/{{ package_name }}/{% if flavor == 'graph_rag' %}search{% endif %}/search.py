@@ -128,8 +128,10 @@ class SearchEngine:
             if similarity > 0 and similarity >= SEED_SIMILARITY * best
         ]
         limit = k * OVERFETCH * 4
-        mentions = await self._graph.mentions(keys, limit)
-        reached = await self._graph.expand(keys, seed_documents, self.depth, limit)
+        mentions, reached = await asyncio.gather(
+            self._graph.mentions(keys, limit),
+            self._graph.expand(keys, seed_documents, self.depth, limit),
+        )
 
         candidates: dict[int, _Candidate] = {}
         for document_id, similarity in vector_hits:
