@@ -155,7 +155,5 @@ def test_covering_set_is_pairwise_and_small() -> None:
     cover = V.covering_set()
     assert V.check_pairwise(cover, levels) == []
     sizes = sorted((len(v) for v in levels.values()), reverse=True)
-    # The product of the two largest factors is a lower bound; the search may need one more
-    # (3 x 4 x 3 x 3 x 3 today: the bound is 12, the set has 13).
-    assert len(cover) <= sizes[0] * sizes[1] + 1, "the covering set is larger than needed"
+    assert len(cover) == sizes[0] * sizes[1], "the covering set is larger than the minimum"
     assert set(cover) <= set(ALL)

@@ -11,7 +11,7 @@ without editing this file. Two sets are derived:
 - ``all_variants()``: the full cartesian product (3 x 4 x 3 x 3 x 3 = 324 today).
 - ``covering_set()``: a pairwise covering set: every value of every factor and every pair of
   values of any two factors appears in at least one variant. Its size is the product of the two
-  largest factors when that is reachable (4 x 3 = 12), else a few more (13 today); the search
+  largest factors when that is reachable (4 x 3 = 12 today), else a few more; the search
   below finds such a set deterministically.
 
 Each variant has a short, stable id (``fintech-celery_redis-redis-k8s-py311``) and its own
@@ -29,6 +29,7 @@ import functools
 import hashlib
 import itertools
 import json
+import random
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -264,11 +265,39 @@ def pairwise_rows(sizes: Sequence[int], max_extra_rows: int = 6) -> list[tuple[i
 
         return list(rows) if dfs(frozenset(needed)) else None
 
-    result: list[tuple[int, ...]] | None = None
+    def local_search(target: int, steps: int) -> list[tuple[int, ...]] | None:
+        # The depth-first search misses some lower-bound sets (3x4x3x3x3 has one of 12 rows,
+        # it found 13): a seeded random walk over cell changes finds them, deterministically.
+        rng = random.Random(0)
+        largest = max(range(k), key=lambda f: sizes[f])
+        rows = [[rng.randrange(s) for s in sizes] for _ in range(target)]
+        for n, row in enumerate(rows):
+            row[largest] = n % sizes[largest]  # each value of the largest factor equally often
+
+        def uncovered(grid: list[list[int]]) -> int:
+            return len(needed - {p for row in grid for p in _pairs(tuple(row))})
+
+        current = uncovered(rows)
+        for _ in range(steps):
+            if current == 0:
+                return [tuple(row) for row in rows]
+            at, factor = rng.randrange(target), rng.randrange(k)
+            if factor == largest:
+                continue
+            before = rows[at][factor]
+            rows[at][factor] = rng.randrange(sizes[factor])
+            after = uncovered(rows)
+            if after <= current or rng.random() < 0.01:  # sometimes accept worse: no dead ends
+                current = after
+            else:
+                rows[at][factor] = before
+        return None
+
+    result: list[tuple[int, ...]] | None = local_search(lower, steps=50_000)
     for target in range(lower, lower + max_extra_rows + 1):
-        result = search(target, budget=200_000)
         if result is not None:
             break
+        result = search(target, budget=200_000)
     if result is None:
         result = greedy()
     covered = set().union(*(set(_pairs(r)) for r in result))
@@ -288,7 +317,7 @@ def _covering(path: Path) -> tuple[Variant, ...]:
 
 
 def covering_set(path: Path = COPIER_YML) -> list[Variant]:
-    """A pairwise covering set over the five factors (13 variants for 3x4x3x3x3)."""
+    """A pairwise covering set over the five factors (12 variants for 3x4x3x3x3)."""
     return list(_covering(path))
 
 
