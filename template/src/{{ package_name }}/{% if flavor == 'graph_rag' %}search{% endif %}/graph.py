@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Integer, String, bindparam, select, text
+from sqlalchemy import Integer, String, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,8 @@ from .models import DocumentEntity, Entity, Relation
 
 # Bound parameters per statement stay far below SQLite's and asyncpg's limits (32766).
 CHUNK = 2000
+# `max_documents=None`: no entity is too common (the largest 32-bit integer).
+NO_CAP = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +60,16 @@ class GraphStore(Protocol):
         ...
 
     async def expand(
-        self, keys: Sequence[str], document_ids: Sequence[int], depth: int, limit: int
+        self,
+        keys: Sequence[str],
+        document_ids: Sequence[int],
+        depth: int,
+        limit: int,
+        max_documents: int | None = None,
     ) -> dict[int, int]:
         """Documents reachable from the entities named by `keys` or mentioned by
-        `document_ids`, through at most `depth` relations -> the fewest hops."""
+        `document_ids`, through at most `depth` relations -> the fewest hops. Entities
+        mentioned by more than `max_documents` documents are neither seeds nor steps."""
         ...
 
 
@@ -70,20 +78,28 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
 
 
 # Seeds at hop 0, then one relation per step. UNION (not UNION ALL) drops repeated
-# (entity, hops) rows, and `hops < :depth` bounds the walk even on cycles.
+# (entity, hops) rows, and `hops < :depth` bounds the walk even on cycles. An entity named by
+# more than :max_documents documents (a common tag) is skipped like a stop word: it would pull
+# thousands of rows into the walk and rank them by id only. Every step is an index lookup:
+# entities by key or id, document_entities by its primary key (document_id first) or by
+# ix_document_entities_entity_id, relations by its primary key (source_id first).
 EXPAND_SQL = """
 WITH RECURSIVE
 seeds(entity_id) AS (
-    SELECT id FROM entities WHERE key IN :keys
+    SELECT id FROM entities WHERE key IN :keys AND document_count <= :max_documents
     UNION
-    SELECT entity_id FROM document_entities WHERE document_id IN :document_ids
+    SELECT de.entity_id
+    FROM document_entities AS de JOIN entities AS e ON e.id = de.entity_id
+    WHERE de.document_id IN :document_ids AND e.document_count <= :max_documents
 ),
 walk(entity_id, hops) AS (
     SELECT entity_id, 0 FROM seeds
     UNION
     SELECT r.target_id, w.hops + 1
-    FROM walk AS w JOIN relations AS r ON r.source_id = w.entity_id
-    WHERE w.hops < :depth
+    FROM walk AS w
+    JOIN relations AS r ON r.source_id = w.entity_id
+    JOIN entities AS e ON e.id = r.target_id
+    WHERE w.hops < :depth AND e.document_count <= :max_documents
 )
 SELECT de.document_id, MIN(w.hops) AS hops
 FROM walk AS w JOIN document_entities AS de ON de.entity_id = w.entity_id
@@ -132,15 +148,27 @@ class SqlGraphStore:
         if not entities:
             return
         insert = postgresql.insert if _is_postgres(session) else sqlite.insert
-        rows = [{"key": e.key, "name": e.name, "kind": e.kind} for e in entities.values()]
-        for chunk in _chunks(rows):
-            await session.execute(insert(Entity).on_conflict_do_nothing(), list(chunk))
+        counts: dict[str, int] = {}
+        for document in documents:
+            for key in document.extraction.entities:
+                counts[key] = counts.get(key, 0) + 1
+        rows = [
+            {"key": e.key, "name": e.name, "kind": e.kind, "document_count": counts[e.key]}
+            for e in entities.values()
+        ]
+        # One upsert per chunk both counts the new mentions and returns every id (new or
+        # existing), so no SELECT follows. Each key appears once per statement, as ON CONFLICT
+        # DO UPDATE requires.
+        upsert = insert(Entity)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[Entity.key],
+            set_={"document_count": Entity.document_count + upsert.excluded.document_count},
+        )
+        returning = upsert.returning(Entity.key, Entity.id)
         ids: dict[str, int] = {}
-        for keys in _chunks(list(entities)):
-            result = await session.execute(
-                select(Entity.key, Entity.id).where(Entity.key.in_(keys))
-            )
-            ids.update((key, entity_id) for key, entity_id in result.all())
+        for chunk in _chunks(rows):
+            result = await session.execute(returning, list(chunk))
+            ids.update((key, entity_id) for key, entity_id in result.tuples())
         links = [
             {"document_id": document.document_id, "entity_id": ids[key]}
             for document in documents
@@ -172,7 +200,12 @@ class SqlGraphStore:
             return {int(document_id): int(matched) for document_id, matched in result.all()}
 
     async def expand(
-        self, keys: Sequence[str], document_ids: Sequence[int], depth: int, limit: int
+        self,
+        keys: Sequence[str],
+        document_ids: Sequence[int],
+        depth: int,
+        limit: int,
+        max_documents: int | None = None,
     ) -> dict[int, int]:
         if not keys and not document_ids:
             return {}
@@ -182,6 +215,7 @@ class SqlGraphStore:
             "document_ids": list(document_ids),
             "depth": depth,
             "limit": limit,
+            "max_documents": NO_CAP if max_documents is None else max_documents,
         }
         async with self._database.sessions() as session:
             result = await session.execute(self._expand, parameters)

@@ -39,6 +39,9 @@ class Entity(Base):
     key: Mapped[str] = mapped_column(String(200), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
+    # How many documents mention it (like a word's document frequency): the graph walk skips
+    # entities named by more than SEARCH_ENTITY_MAX_DOCUMENTS documents.
+    document_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class DocumentEntity(Base):
