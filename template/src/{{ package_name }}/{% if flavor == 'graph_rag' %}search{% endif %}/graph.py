@@ -82,7 +82,9 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
 # more than :max_documents documents (a common tag) is skipped like a stop word: it would pull
 # thousands of rows into the walk and rank them by id only. Every step is an index lookup:
 # entities by key or id, document_entities by its primary key (document_id first) or by
-# ix_document_entities_entity_id, relations by its primary key (source_id first).
+# ix_document_entities_entity_id, relations by its primary key (source_id first). CROSS JOIN
+# makes SQLite (no statistics) drive the last join from the few walked entities instead of
+# scanning document_entities; PostgreSQL plans it like an inner join.
 EXPAND_SQL = """
 WITH RECURSIVE
 seeds(entity_id) AS (
@@ -100,9 +102,13 @@ walk(entity_id, hops) AS (
     JOIN relations AS r ON r.source_id = w.entity_id
     JOIN entities AS e ON e.id = r.target_id
     WHERE w.hops < :depth AND e.document_count <= :max_documents
+),
+nearest(entity_id, hops) AS (
+    SELECT entity_id, MIN(hops) FROM walk GROUP BY entity_id
 )
-SELECT de.document_id, MIN(w.hops) AS hops
-FROM walk AS w JOIN document_entities AS de ON de.entity_id = w.entity_id
+SELECT de.document_id, MIN(n.hops) AS hops
+FROM nearest AS n CROSS JOIN document_entities AS de
+WHERE de.entity_id = n.entity_id
 GROUP BY de.document_id
 ORDER BY hops, de.document_id
 LIMIT :limit

@@ -46,7 +46,8 @@ class Entity(Base):
 
 class DocumentEntity(Base):
     __tablename__ = "document_entities"
-    __table_args__ = (Index("ix_document_entities_entity_id", "entity_id"),)
+    # Covering (entity -> its documents) for the graph walk's last step and the keyword match.
+    __table_args__ = (Index("ix_document_entities_entity_id", "entity_id", "document_id"),)
 
     document_id: Mapped[int] = mapped_column(
         ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
