@@ -110,8 +110,13 @@ class Ingestor:
         now = datetime.now(UTC)
         try:
             async with self._database.sessions() as session:
+                # PostgreSQL returns the ids in parameter order from batched statements. SQLite
+                # would need one INSERT per row for that; batched, it gives each new row the
+                # largest rowid so far plus one (sqlite.org/autoinc.html), so the ids come in
+                # parameter order once sorted.
+                postgres = session.get_bind().dialect.name == "postgresql"
                 result = await session.execute(
-                    insert(Document).returning(Document.id, sort_by_parameter_order=True),
+                    insert(Document).returning(Document.id, sort_by_parameter_order=postgres),
                     [
                         {
                             "title": d.title,
@@ -124,6 +129,8 @@ class Ingestor:
                     ],
                 )
                 ids = [int(i) for i in result.scalars()]
+                if not postgres:
+                    ids.sort()
                 await self._graph.add(
                     session,
                     [DocumentGraph(i, e) for i, e in zip(ids, extractions, strict=True)],
