@@ -174,7 +174,7 @@ class SqlGraphStore:
         ids: dict[str, int] = {}
         for chunk in _chunks(rows):
             result = await session.execute(returning, list(chunk))
-            ids.update((key, entity_id) for key, entity_id in result.tuples())
+            ids.update((key, entity_id) for key, entity_id in result.all())
         links = [
             {"document_id": document.document_id, "entity_id": ids[key]}
             for document in documents
