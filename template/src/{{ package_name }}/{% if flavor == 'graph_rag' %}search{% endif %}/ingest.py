@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 
 from ..db import CONNECTION_ERRORS, Database
 from ..errors import AppError, DatabaseUnavailableError
@@ -26,6 +26,9 @@ from .extract import Extractor
 from .graph import DocumentGraph, GraphStore
 from .jobs import EMBED_JOB
 from .models import Document
+
+# Core, not the ORM entity: executemany skips the ORM's per-row bulk-insert bookkeeping.
+DOCUMENTS = cast(Table, Document.__table__)
 
 MAX_TITLE = 500
 MAX_TEXT = 100_000
@@ -116,12 +119,12 @@ class Ingestor:
                 # parameter order once sorted.
                 postgres = session.get_bind().dialect.name == "postgresql"
                 result = await session.execute(
-                    insert(Document).returning(Document.id, sort_by_parameter_order=postgres),
+                    insert(DOCUMENTS).returning(DOCUMENTS.c.id, sort_by_parameter_order=postgres),
                     [
                         {
                             "title": d.title,
                             "text": d.text,
-                            "meta": d.metadata,
+                            "metadata": d.metadata,
                             "tags": d.tags,
                             "created_at": now,
                         }
