@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Integer, String, bindparam, select, text
+from sqlalchemy import Integer, String, Table, bindparam, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,13 @@ from .models import DocumentEntity, Entity, Relation
 
 # Bound parameters per statement stay far below SQLite's and asyncpg's limits (32766).
 CHUNK = 2000
+# `max_documents=None`: no entity is too common (the largest 32-bit integer).
+NO_CAP = 2**31 - 1
+# Writes go through the Core tables: executemany on them skips the ORM's bulk-insert
+# bookkeeping, a third of the time for the thousands of rows of a batch.
+ENTITIES = cast(Table, Entity.__table__)
+DOCUMENT_ENTITIES = cast(Table, DocumentEntity.__table__)
+RELATIONS = cast(Table, Relation.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +65,16 @@ class GraphStore(Protocol):
         ...
 
     async def expand(
-        self, keys: Sequence[str], document_ids: Sequence[int], depth: int, limit: int
+        self,
+        keys: Sequence[str],
+        document_ids: Sequence[int],
+        depth: int,
+        limit: int,
+        max_documents: int | None = None,
     ) -> dict[int, int]:
         """Documents reachable from the entities named by `keys` or mentioned by
-        `document_ids`, through at most `depth` relations -> the fewest hops."""
+        `document_ids`, through at most `depth` relations -> the fewest hops. Entities
+        mentioned by more than `max_documents` documents are neither seeds nor steps."""
         ...
 
 
@@ -70,23 +83,37 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
 
 
 # Seeds at hop 0, then one relation per step. UNION (not UNION ALL) drops repeated
-# (entity, hops) rows, and `hops < :depth` bounds the walk even on cycles.
+# (entity, hops) rows, and `hops < :depth` bounds the walk even on cycles. An entity named by
+# more than :max_documents documents (a common tag) is skipped like a stop word: it would pull
+# thousands of rows into the walk and rank them by id only. Every step is an index lookup:
+# entities by key or id, document_entities by its primary key (document_id first) or by
+# ix_document_entities_entity_id, relations by its primary key (source_id first). CROSS JOIN
+# makes SQLite (no statistics) drive the last join from the few walked entities instead of
+# scanning document_entities; PostgreSQL plans it like an inner join.
 EXPAND_SQL = """
 WITH RECURSIVE
 seeds(entity_id) AS (
-    SELECT id FROM entities WHERE key IN :keys
+    SELECT id FROM entities WHERE key IN :keys AND document_count <= :max_documents
     UNION
-    SELECT entity_id FROM document_entities WHERE document_id IN :document_ids
+    SELECT de.entity_id
+    FROM document_entities AS de JOIN entities AS e ON e.id = de.entity_id
+    WHERE de.document_id IN :document_ids AND e.document_count <= :max_documents
 ),
 walk(entity_id, hops) AS (
     SELECT entity_id, 0 FROM seeds
     UNION
     SELECT r.target_id, w.hops + 1
-    FROM walk AS w JOIN relations AS r ON r.source_id = w.entity_id
-    WHERE w.hops < :depth
+    FROM walk AS w
+    JOIN relations AS r ON r.source_id = w.entity_id
+    JOIN entities AS e ON e.id = r.target_id
+    WHERE w.hops < :depth AND e.document_count <= :max_documents
+),
+nearest(entity_id, hops) AS (
+    SELECT entity_id, MIN(hops) FROM walk GROUP BY entity_id
 )
-SELECT de.document_id, MIN(w.hops) AS hops
-FROM walk AS w JOIN document_entities AS de ON de.entity_id = w.entity_id
+SELECT de.document_id, MIN(n.hops) AS hops
+FROM nearest AS n CROSS JOIN document_entities AS de
+WHERE de.entity_id = n.entity_id
 GROUP BY de.document_id
 ORDER BY hops, de.document_id
 LIMIT :limit
@@ -132,14 +159,26 @@ class SqlGraphStore:
         if not entities:
             return
         insert = postgresql.insert if _is_postgres(session) else sqlite.insert
-        rows = [{"key": e.key, "name": e.name, "kind": e.kind} for e in entities.values()]
-        for chunk in _chunks(rows):
-            await session.execute(insert(Entity).on_conflict_do_nothing(), list(chunk))
+        counts: dict[str, int] = {}
+        for document in documents:
+            for key in document.extraction.entities:
+                counts[key] = counts.get(key, 0) + 1
+        rows = [
+            {"key": e.key, "name": e.name, "kind": e.kind, "document_count": counts[e.key]}
+            for e in entities.values()
+        ]
+        # One upsert per chunk both counts the new mentions and returns every id (new or
+        # existing), so no SELECT follows. Each key appears once per statement, as ON CONFLICT
+        # DO UPDATE requires.
+        upsert = insert(ENTITIES)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[ENTITIES.c.key],
+            set_={"document_count": ENTITIES.c.document_count + upsert.excluded.document_count},
+        )
+        returning = upsert.returning(ENTITIES.c.key, ENTITIES.c.id)
         ids: dict[str, int] = {}
-        for keys in _chunks(list(entities)):
-            result = await session.execute(
-                select(Entity.key, Entity.id).where(Entity.key.in_(keys))
-            )
+        for chunk in _chunks(rows):
+            result = await session.execute(returning, list(chunk))
             ids.update((key, entity_id) for key, entity_id in result.all())
         links = [
             {"document_id": document.document_id, "entity_id": ids[key]}
@@ -147,7 +186,7 @@ class SqlGraphStore:
             for key in document.extraction.entities
         ]
         for link_chunk in _chunks(links):
-            await session.execute(insert(DocumentEntity), list(link_chunk))
+            await session.execute(insert(DOCUMENT_ENTITIES), list(link_chunk))
         weights: dict[tuple[int, int], int] = {}
         for document in documents:
             for (a, b), count in document.extraction.relations.items():
@@ -157,10 +196,10 @@ class SqlGraphStore:
             {"source_id": s, "target_id": t, "weight": w} for (s, t), w in sorted(weights.items())
         ]
         for relation_chunk in _chunks(relation_rows):
-            statement = insert(Relation)
+            statement = insert(RELATIONS)
             statement = statement.on_conflict_do_update(
-                index_elements=[Relation.source_id, Relation.target_id],
-                set_={"weight": Relation.weight + statement.excluded.weight},
+                index_elements=[RELATIONS.c.source_id, RELATIONS.c.target_id],
+                set_={"weight": RELATIONS.c.weight + statement.excluded.weight},
             )
             await session.execute(statement, list(relation_chunk))
 
@@ -172,7 +211,12 @@ class SqlGraphStore:
             return {int(document_id): int(matched) for document_id, matched in result.all()}
 
     async def expand(
-        self, keys: Sequence[str], document_ids: Sequence[int], depth: int, limit: int
+        self,
+        keys: Sequence[str],
+        document_ids: Sequence[int],
+        depth: int,
+        limit: int,
+        max_documents: int | None = None,
     ) -> dict[int, int]:
         if not keys and not document_ids:
             return {}
@@ -182,6 +226,7 @@ class SqlGraphStore:
             "document_ids": list(document_ids),
             "depth": depth,
             "limit": limit,
+            "max_documents": NO_CAP if max_documents is None else max_documents,
         }
         async with self._database.sessions() as session:
             result = await session.execute(self._expand, parameters)

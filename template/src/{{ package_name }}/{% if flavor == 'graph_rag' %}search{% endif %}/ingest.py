@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 
 from ..db import CONNECTION_ERRORS, Database
 from ..errors import AppError, DatabaseUnavailableError
@@ -26,6 +26,9 @@ from .extract import Extractor
 from .graph import DocumentGraph, GraphStore
 from .jobs import EMBED_JOB
 from .models import Document
+
+# Core, not the ORM entity: executemany skips the ORM's per-row bulk-insert bookkeeping.
+DOCUMENTS = cast(Table, Document.__table__)
 
 MAX_TITLE = 500
 MAX_TEXT = 100_000
@@ -110,13 +113,18 @@ class Ingestor:
         now = datetime.now(UTC)
         try:
             async with self._database.sessions() as session:
+                # PostgreSQL returns the ids in parameter order from batched statements. SQLite
+                # would need one INSERT per row for that; batched, it gives each new row the
+                # largest rowid so far plus one (sqlite.org/autoinc.html), so the ids come in
+                # parameter order once sorted.
+                postgres = session.get_bind().dialect.name == "postgresql"
                 result = await session.execute(
-                    insert(Document).returning(Document.id, sort_by_parameter_order=True),
+                    insert(DOCUMENTS).returning(DOCUMENTS.c.id, sort_by_parameter_order=postgres),
                     [
                         {
                             "title": d.title,
                             "text": d.text,
-                            "meta": d.metadata,
+                            "metadata": d.metadata,
                             "tags": d.tags,
                             "created_at": now,
                         }
@@ -124,6 +132,8 @@ class Ingestor:
                     ],
                 )
                 ids = [int(i) for i in result.scalars()]
+                if not postgres:
+                    ids.sort()
                 await self._graph.add(
                     session,
                     [DocumentGraph(i, e) for i, e in zip(ids, extractions, strict=True)],

@@ -39,11 +39,15 @@ class Entity(Base):
     key: Mapped[str] = mapped_column(String(200), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
+    # How many documents mention it (like a word's document frequency): the graph walk skips
+    # entities named by more than SEARCH_ENTITY_MAX_DOCUMENTS documents.
+    document_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class DocumentEntity(Base):
     __tablename__ = "document_entities"
-    __table_args__ = (Index("ix_document_entities_entity_id", "entity_id"),)
+    # Covering (entity -> its documents) for the graph walk's last step and the keyword match.
+    __table_args__ = (Index("ix_document_entities_entity_id", "entity_id", "document_id"),)
 
     document_id: Mapped[int] = mapped_column(
         ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True

@@ -96,6 +96,7 @@ class SearchEngine:
         self._extractor = extractor
         self.timeout = settings.search_timeout
         self.depth = settings.search_graph_depth
+        self.max_documents = settings.search_entity_max_documents
         self._degraded = Counter(
             "search_degraded_total",
             "Searches answered from the graph only, by reason.",
@@ -130,7 +131,7 @@ class SearchEngine:
         limit = k * OVERFETCH * 4
         mentions, reached = await asyncio.gather(
             self._graph.mentions(keys, limit),
-            self._graph.expand(keys, seed_documents, self.depth, limit),
+            self._graph.expand(keys, seed_documents, self.depth, limit, self.max_documents),
         )
 
         candidates: dict[int, _Candidate] = {}
@@ -209,7 +210,8 @@ router = APIRouter(tags=["search"])
 SEARCH_DESCRIPTION = f"""\
 Hybrid search: the vector top-k (FAISS over the stored embeddings), expanded through the
 graph (documents mentioning the query's entities or the entities of the vector hits, up to
-SEARCH_GRAPH_DEPTH relations away, default 2), merged and re-ranked. Each hit carries its
+SEARCH_GRAPH_DEPTH relations away, default 2, skipping entities mentioned by more than
+SEARCH_ENTITY_MAX_DOCUMENTS documents, default 200), merged and re-ranked. Each hit carries its
 score breakdown (vector, keyword, graph).
 
 Limits: `q` at most {MAX_QUERY} characters, `k` at most {MAX_K}.
