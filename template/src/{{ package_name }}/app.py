@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.include_router(router)
     document_rate_limits(app)
 
-    install_error_handlers(app, db_retry_after=settings.db_retry_after_seconds)
+    install_error_handlers(app, app.state.database)
 
     # add_middleware wraps what is already there: the last one added runs first.
     app.add_middleware(

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -20,8 +26,17 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
-from .errors import DatabaseUnavailableError
+from . import COMMAND
+from .errors import (
+    DatabaseUnavailableError,
+    SchemaNotMigratedError,
+    ServiceUnavailableError,
+    describe_error,
+    is_schema_error,
+)
 from .settings import Settings
+
+logger = logging.getLogger(__name__)
 
 # What a driver raises when the server cannot be reached. asyncpg raises plain OSError and
 # TimeoutError while connecting; SQLAlchemy wraps what happens on an open connection.
@@ -34,6 +49,11 @@ CONNECTION_ERRORS = (
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+#: The branch label of the template's own revisions, and that of the project's revisions:
+#: two branches, so a template release that adds a revision never makes two heads with yours
+#: (migrations/env.py puts every new revision on APP_BRANCH).
+TEMPLATE_BRANCH = "template"
+APP_BRANCH = "app"
 
 
 class Base(DeclarativeBase):
@@ -47,6 +67,85 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+
+
+def load_models() -> list[str]:
+    """Import every module named `models` in this package, so `Base.metadata` holds every table.
+
+    Alembic's autogenerate compares the database with `Base.metadata`: a table whose module was
+    never imported looks dropped, and the revision it writes drops it. Found by name rather than
+    listed by hand, so a feature's `models.py` (or `models/` package) counts the day it is added.
+    """
+    root = Path(__file__).parent
+    found = {
+        path.relative_to(root).with_suffix("").parts
+        for path in root.rglob("models.py")
+        if "migrations" not in path.relative_to(root).parts
+    } | {
+        path.parent.relative_to(root).parts
+        for path in root.rglob("models/__init__.py")
+        if "migrations" not in path.relative_to(root).parts
+    }
+    modules = sorted(".".join((__package__ or root.name, *parts)) for parts in found)
+    for module in modules:
+        importlib.import_module(module)
+    return modules
+
+
+def alembic_config(settings: Settings | None = None) -> Config:
+    """Alembic's configuration for this package (what alembic.ini says, without the file)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if settings is not None:
+        config.attributes["database_url"] = settings.database
+    return config
+
+
+@dataclass(frozen=True, slots=True)
+class Revisions:
+    """What the code's migrations know: every revision id, and the heads to upgrade to."""
+
+    heads: frozenset[str]
+    known: frozenset[str]
+
+
+@functools.cache
+def code_revisions() -> Revisions:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return Revisions(
+        heads=frozenset(scripts.get_heads()),
+        known=frozenset(script.revision for script in scripts.walk_revisions()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    """The database's applied revisions against the code's heads."""
+
+    applied: frozenset[str]
+    code: Revisions
+
+    @property
+    def current(self) -> bool:
+        # A revision the code does not know is a newer release's (applied before a rolling
+        # deploy replaces this process): its schema is meant to serve this code too.
+        return self.code.heads <= self.applied or bool(self.applied - self.code.known)
+
+    def describe(self) -> str:
+        at = ", ".join(sorted(self.applied)) or "no revision (not migrated)"
+        needs = ", ".join(sorted(self.code.heads))
+        return f"database schema at {at}, code needs {needs}: run `{COMMAND} migrate`"
+
+
+async def _applied_revisions(connection: AsyncConnection) -> frozenset[str]:
+    """The revisions in Alembic's version table; none when it does not exist yet."""
+    try:
+        rows = await connection.execute(text("SELECT version_num FROM alembic_version"))
+    except sa_exc.DBAPIError as exc:
+        if is_schema_error(exc):
+            return frozenset()
+        raise
+    return frozenset(row[0] for row in rows)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -92,6 +191,7 @@ class Database:
         self.retry_after = settings.db_retry_after_seconds
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self.schema: SchemaState | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -116,6 +216,10 @@ class Database:
             raise
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # Start anyway: readiness stays 503 with the reason until `migrate` has run.
+        schema = await self.refresh_schema()
+        if not schema.current:
+            logger.warning("database schema is not current", extra={"reason": schema.describe()})
 
     async def close(self) -> None:
         if self._engine is not None:
@@ -123,7 +227,30 @@ class Database:
         self._engine = self._sessions = None
 
     async def check(self) -> None:
-        await self._ping(self.engine)
+        """Readiness: the database answers and its schema is what this code needs."""
+        schema = await self.refresh_schema()
+        if not schema.current:
+            raise SchemaNotMigratedError(schema.describe(), retry_after=self.retry_after)
+
+    async def refresh_schema(self) -> SchemaState:
+        code = await asyncio.to_thread(code_revisions)
+        async with self.engine.connect() as connection:
+            applied = await _applied_revisions(connection)
+        self.schema = SchemaState(applied, code)
+        return self.schema
+
+    async def translate(self, exc: BaseException) -> ServiceUnavailableError:
+        """The 503 a client gets for a database failure: a missing schema, or an outage."""
+        if is_schema_error(exc):
+            schema: SchemaState | None
+            try:
+                async with asyncio.timeout(self._settings.db_connect_timeout):
+                    schema = await self.refresh_schema()
+            except Exception:
+                schema = self.schema
+            detail = schema.describe() if schema is not None else describe_error(exc)
+            return SchemaNotMigratedError(detail, retry_after=self.retry_after)
+        return DatabaseUnavailableError(self.retry_after)
 
     @staticmethod
     async def _ping(engine: AsyncEngine) -> None:
@@ -138,17 +265,21 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         try:
             yield session
         except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailableError(database.retry_after) from exc
+            raise await database.translate(exc) from exc
+        except sa_exc.ProgrammingError as exc:
+            if not is_schema_error(exc):
+                raise
+            raise await database.translate(exc) from exc
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def migrate(settings: Settings, revision: str = "head") -> None:
-    """Upgrade the database schema to `revision` (synchronous: call it outside the event loop)."""
+def migrate(settings: Settings, revision: str = "heads") -> None:
+    """Upgrade the database schema to `revision` (synchronous: call it outside the event loop).
+
+    The default, `heads`, is every branch's newest revision: the template's and your own.
+    """
     if settings.database_is_embedded:
         Path(settings.database.database or ".").parent.mkdir(parents=True, exist_ok=True)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["database_url"] = settings.database
-    command.upgrade(config, revision)
+    command.upgrade(alembic_config(settings), revision)

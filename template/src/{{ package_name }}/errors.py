@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -20,6 +20,9 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .observability import request_id_var
+
+if TYPE_CHECKING:
+    from .db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,33 @@ class DatabaseUnavailableError(ServiceUnavailableError):
         super().__init__("the database is unavailable; retry later", retry_after=retry_after)
 
 
+class SchemaNotMigratedError(ServiceUnavailableError):
+    """The database's schema is behind this code: tables or columns it needs do not exist."""
+
+    code = "schema_not_migrated"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
+def is_schema_error(exc: BaseException) -> bool:
+    """True for a statement that failed because a table or column does not exist (yet)."""
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    # PostgreSQL: undefined_table, undefined_column. SQLite has no codes, only the message.
+    if getattr(exc.orig, "sqlstate", None) in {"42P01", "42703"}:
+        return True
+    return str(exc.orig).startswith(("no such table", "no such column"))
+
+
+def describe_error(exc: BaseException) -> str:
+    """A database error for a log line: the driver's message, never the statement's SQL."""
+    cause = exc.orig if isinstance(exc, sa_exc.StatementError) and exc.orig else exc
+    first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    kind = "schema not migrated" if is_schema_error(exc) else type(cause).__name__
+    return f"{kind}: {first_line}"[:300]
+
+
 def problem(
     status: int,
     code: str,
@@ -132,20 +162,29 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return problem(exc.status_code, code, str(exc.detail), headers=headers)
 
 
-def _database_unavailable(retry_after: int) -> Any:
+def _database_error(database: Database) -> Any:
     async def handler(request: Request, exc: Exception) -> Response:
-        # The cause goes to the log; the client learns only that it should retry.
-        logger.error("database unavailable: %s", type(exc).__name__, exc_info=exc)
-        return await _app_error(request, DatabaseUnavailableError(retry_after))
+        if isinstance(exc, sa_exc.ProgrammingError) and not is_schema_error(exc):
+            raise exc  # a bug in a statement, not the database's state: a plain 500
+        error = await database.translate(exc)
+        # The cause goes to the log; the client learns what to do about it.
+        logger.error("%s: %s", error.code, describe_error(exc))
+        return await _app_error(request, error)
 
     return handler
 
 
-def install_error_handlers(app: FastAPI, *, db_retry_after: int) -> None:
+def install_error_handlers(app: FastAPI, database: Database) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    # Lost connections, failed reconnects and an exhausted pool, wherever they surface.
-    database_down = _database_unavailable(db_retry_after)
-    for error in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
-        app.add_exception_handler(error, database_down)
+    # Lost connections, failed reconnects, an exhausted pool and a schema that is not migrated,
+    # wherever they surface.
+    database_error = _database_error(database)
+    for error in (
+        sa_exc.OperationalError,
+        sa_exc.InterfaceError,
+        sa_exc.TimeoutError,
+        sa_exc.ProgrammingError,
+    ):
+        app.add_exception_handler(error, database_error)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
 from fastapi import FastAPI, Request
+
+from .errors import describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +123,51 @@ class ResourceRegistry:
             else:
                 report[resource.name] = "ok"
         return report
+
+
+class FailureLog:
+    """How a background loop reports a failure that repeats every round.
+
+    The first failure is logged at once; while it goes on, one line at most every `interval`
+    seconds says how many rounds failed since; the first success after it is logged once. The
+    line carries the driver's message, never a statement's SQL.
+    """
+
+    def __init__(self, logger: logging.Logger, message: str, interval: float = 60.0) -> None:
+        self._logger = logger
+        self._message = message
+        self._interval = interval
+        self._failing_since: float | None = None
+        self._logged_at = float("-inf")
+        self._unlogged = 0
+
+    @property
+    def failing(self) -> bool:
+        return self._failing_since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if now - self._logged_at < self._interval:
+            self._unlogged += 1
+            return
+        extra = {
+            "error": describe_error(exc),
+            "failing_for_seconds": round(now - self._failing_since),
+        }
+        if self._unlogged:
+            extra["failures_since_last_line"] = self._unlogged
+        self._logger.warning(self._message, extra=extra)
+        self._logged_at, self._unlogged = now, 0
+
+    def succeeded(self) -> None:
+        if self._failing_since is not None:
+            self._logger.info(
+                f"{self._message}: recovered",
+                extra={"failed_for_seconds": round(time.monotonic() - self._failing_since)},
+            )
+        self._failing_since, self._logged_at, self._unlogged = None, float("-inf"), 0
 
 
 async def stop_task(task: asyncio.Task[None] | None) -> None:

@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 from ..db import Database
-from ..resources import stop_task
+from ..resources import FailureLog, stop_task
 from ..settings import Settings
 from . import JobQueue
 from .service import purge_finished, requeue_candidates
@@ -31,6 +31,7 @@ class Sweeper:
         self._queue = queue
         self._task: asyncio.Task[None] | None = None
         self._last_purge = float("-inf")
+        self._failures = FailureLog(logger, "job sweep failed; retrying every round")
 
     async def open(self) -> None:
         self._task = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
@@ -43,9 +44,11 @@ class Sweeper:
         while True:
             try:
                 await self.sweep()
-            except Exception:
-                # The database or the broker is down: try again next round.
-                logger.exception("job sweep failed")
+            except Exception as exc:
+                # The database or the broker is down, or not migrated: try again next round.
+                self._failures.failed(exc)
+            else:
+                self._failures.succeeded()
             await asyncio.sleep(self._settings.job_sweep_interval)
 
     async def sweep(self) -> int:

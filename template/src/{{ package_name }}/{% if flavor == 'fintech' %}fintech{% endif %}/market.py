@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import Database
 from ..errors import AppError
-from ..resources import Degraded, stop_task
+from ..resources import Degraded, FailureLog, stop_task
 from ..settings import Settings
 from .models import Instrument, MarketState
 from .money import as_string
@@ -97,6 +97,7 @@ class MarketData:
         self._task: asyncio.Task[None] | None = None
         self._rebuild = asyncio.Lock()
         self._checked_at = 0.0  # monotonic time of the last successful version check
+        self._failures = FailureLog(logger, "market data refresh failed; serving the last prices")
 
     @property
     def snapshot(self) -> Snapshot:
@@ -114,10 +115,7 @@ class MarketData:
         except Exception as exc:
             # Not migrated yet, or the database is down: serve an empty document until the
             # poller's next successful refresh, rather than refuse to start.
-            logger.warning(
-                "market data unavailable at start-up",
-                extra={"error": f"{type(exc).__name__}: {exc}"},
-            )
+            self._failures.failed(exc)
             self._snapshot = await asyncio.to_thread(
                 build_snapshot, -1, [], self._settings.market_data_gzip_level
             )
@@ -176,9 +174,9 @@ class MarketData:
             try:
                 await self.refresh()
             except Exception as exc:  # the database is down: keep serving the last prices
-                logger.warning(
-                    "market data refresh failed", extra={"error": f"{type(exc).__name__}: {exc}"}
-                )
+                self._failures.failed(exc)
+            else:
+                self._failures.succeeded()
 
 
 async def current_version(session: AsyncSession) -> int:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, Validatio
 from sqlalchemy import Table, insert
 
 from ..db import CONNECTION_ERRORS, Database
-from ..errors import AppError, DatabaseUnavailableError
+from ..errors import AppError
 from ..jobs.service import Jobs
 from ..ratelimit import rate_limit
 from ..settings import Settings
@@ -145,7 +145,7 @@ class Ingestor:
                     {"document_ids": ids, "embedder": self.settings.embedder},
                 )
         except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailableError(self._database.retry_after) from exc
+            raise await self._database.translate(exc) from exc
         return ids, job.id
 
     def _extract(self, documents: Sequence[DocumentIn]) -> list[Any]:

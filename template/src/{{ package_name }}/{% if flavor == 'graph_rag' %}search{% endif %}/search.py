@@ -24,7 +24,6 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from ..db import CONNECTION_ERRORS, Database
-from ..errors import DatabaseUnavailableError
 from ..observability import Metrics
 from ..ratelimit import rate_limit
 from ..settings import Settings
@@ -115,7 +114,7 @@ class SearchEngine:
         try:
             return await self._search(query, k)
         except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailableError(self._database.retry_after) from exc
+            raise await self._database.translate(exc) from exc
 
     async def _search(self, query: str, k: int) -> SearchResult:
         keys = self._extractor.query_keys(query)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from ..db import CONNECTION_ERRORS, Database
-from ..resources import Degraded, stop_task
+from ..db import Database
+from ..resources import Degraded, FailureLog, stop_task
 from ..settings import Settings
 from .embed import Embedder, Vectors
 from .faiss_index import FaissIndex, IdArray, set_threads
@@ -115,14 +115,16 @@ class VectorIndex:
     # --- start and refresh ----------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        building = FailureLog(logger, "vector index not built yet; retrying")
         while self._index is None:
             try:
                 started = loop.time()
                 await self._load_or_build()
                 self.build_seconds = loop.time() - started
-            except CONNECTION_ERRORS as exc:
-                logger.warning("vector index not built yet: database unavailable: %s", exc)
+            except Exception as exc:  # the database is down or not migrated yet
+                building.failed(exc)
                 await asyncio.sleep(self._settings.vector_refresh_interval)
+        building.succeeded()
         self.ready.set()
         if not self.loaded_from_disk:
             try:
@@ -133,12 +135,15 @@ class VectorIndex:
             "vector index ready",
             extra={"vectors": self.size, "kind": self.kind, "from_disk": self.loaded_from_disk},
         )
+        refreshing = FailureLog(logger, "vector index refresh failed; serving the last index")
         while True:
             await asyncio.sleep(self._settings.vector_refresh_interval)
             try:
                 await self.refresh()
-            except CONNECTION_ERRORS as exc:
-                logger.warning("vector index refresh skipped: database unavailable: %s", exc)
+            except Exception as exc:
+                refreshing.failed(exc)
+            else:
+                refreshing.succeeded()
 
     async def _load_or_build(self) -> None:
         manifest = await asyncio.to_thread(self._read_manifest)

@@ -1,4 +1,6 @@
-"""Baseline: the schema every later revision builds on.
+"""Baseline: the schema every later revision builds on, and the start of the template's branch.
+
+The template's revisions carry the branch label `template`; yours go on `app` (see env.py).
 
 Revision ID: 0001
 Revises:
@@ -9,7 +11,7 @@ from collections.abc import Sequence
 
 revision: str = "0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = ("template",)
 depends_on: str | Sequence[str] | None = None
 
 
