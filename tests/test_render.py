@@ -7,6 +7,7 @@ records the answers (and nothing that was not asked).
 
 The names tests render two variants (one per flavor) under names chosen around every one of the
 generated project's own folders, the shortest and the longest, and lint them the same way.
+The layout test checks that the generated README's Layout names exactly what ships.
 """
 
 from __future__ import annotations
@@ -193,6 +194,11 @@ NAME_VARIANTS = [
     V.Variant("fintech", "celery_redis", "redis", "kubernetes", LOWEST_PYTHON),
     V.Variant("graph_rag_memgraph", "arq", "none", "ecs", LOWEST_PYTHON),
 ]
+# The layout test adds the branches of the README's Layout the two above leave out.
+LAYOUT_VARIANTS = [
+    *NAME_VARIANTS,
+    V.Variant("graph_rag_sql", "none", "memory", "none", LOWEST_PYTHON),
+]
 
 
 def named(project_name: str, variant: V.Variant) -> dict[str, Any]:
@@ -265,3 +271,56 @@ def test_names_render_clean(
     problems = jinja_residue(project) + ruff_problems(project)
     if problems:
         pytest.fail(f"{package} {variant.id} ({project}):\n" + "\n".join(problems), pytrace=False)
+
+
+def layout_paths(readme: str) -> set[str]:
+    """The paths the README's Layout block names: one entry a line, two spaces a level."""
+    match = re.search(r"^## Layout\n.*?^```\n(.*?)^```", readme, re.DOTALL | re.MULTILINE)
+    assert match, "README.md has no ``` block under ## Layout"
+    paths: set[str] = set()
+    parents: list[tuple[int, str]] = []
+    for line in match.group(1).splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        name = line.split()[0]
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        path = "/".join([p for _, p in parents] + [name.rstrip("/")])
+        paths.add(path)
+        if name.endswith("/"):
+            parents.append((indent, name.rstrip("/")))
+    return paths
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("variant", grouped(LAYOUT_VARIANTS))
+def test_readme_layout_names_exactly_what_ships(variant: V.Variant, render: Renderer) -> None:
+    """The generated README's Layout names every top-level folder, and every package and module
+    (each .py but __init__.py) under src/<package>/; everything it names exists. The package
+    name cannot be one of those folders."""
+    project = render(named("Accounts API", variant))
+    paths = layout_paths((project / "README.md").read_text(encoding="utf-8"))
+    package = project / "src" / "accounts_api"
+    shipped = {
+        str(p.relative_to(project))
+        for p in package.rglob("*")
+        if p.is_dir() or (p.suffix == ".py" and p.name != "__init__.py")
+    }
+    folders = {p.name for p in project.iterdir() if p.is_dir() and p.name not in SKIP_DIRS}
+    problems = [f"Layout does not name {rel}" for rel in sorted(shipped - paths)]
+    problems += [
+        f"Layout does not name the folder {folder}/"
+        for folder in sorted(folders)
+        if not any(path == folder or path.startswith(folder + "/") for path in paths)
+    ]
+    problems += [
+        f"Layout names {p}, which is not there" for p in sorted(paths) if not (project / p).exists()
+    ]
+    importable = {f for f in folders if f.isidentifier()}
+    if not importable <= set(refused_folders()):
+        problems.append(
+            f"package_name's validator does not refuse {importable - set(refused_folders())}"
+        )
+    if problems:
+        pytest.fail(f"{variant.id} ({project}):\n" + "\n".join(problems), pytrace=False)
