@@ -25,12 +25,15 @@ BAD_ANSWERS = [
     pytest.param("project_slug", {"project_slug": "My_Slug"}, id="slug-upper-underscore"),
     pytest.param("project_slug", {"project_slug": "my--slug"}, id="slug-double-dash"),
     pytest.param("project_slug", {"project_slug": "-my-slug"}, id="slug-leading-dash"),
+    pytest.param("project_slug", {"project_slug": "a" * 33}, id="slug-too-long"),
     pytest.param("package_name", {"package_name": "class"}, id="package-keyword"),
     pytest.param("package_name", {"package_name": "json"}, id="package-stdlib"),
     pytest.param("package_name", {"package_name": "redis"}, id="package-dependency"),
     pytest.param("package_name", {"package_name": "fastapi"}, id="package-fastapi"),
     pytest.param("package_name", {"package_name": "9lives"}, id="package-digit"),
     pytest.param("package_name", {"package_name": "My-Pkg"}, id="package-not-identifier"),
+    pytest.param("package_name", {"package_name": "a" * 33}, id="package-too-long"),
+    pytest.param("package_name", {"package_name": "sklearn"}, id="package-graph-rag-dependency"),
     pytest.param("author_email", {"author_email": "not-an-email"}, id="email-no-at"),
     pytest.param("author_email", {"author_email": "a@b"}, id="email-no-tld"),
     pytest.param("description", {"description": 'has "quotes"'}, id="description-quotes"),
@@ -114,6 +117,14 @@ def test_bad_answer_names_the_question(
     assert f"'{question}'" in message, f"error does not name {question!r}: {message}"
 
 
+@pytest.mark.parametrize("folder", ["bench", "deploy", "src", "tests"])
+def test_package_name_refuses_the_projects_own_folders(
+    folder: str, template_copy: Path, tmp_path: Path
+) -> None:
+    message = _refused(template_copy, tmp_path / "out", {"package_name": folder})
+    assert f"package_name '{folder}' is the name of the project's own {folder}/ folder" in message
+
+
 def test_every_choice_question_rejects_unknown_values() -> None:
     """The cases above cover each choice question of copier.yml (keeps them in step)."""
     questions = V.load_questions()
@@ -137,6 +148,18 @@ def test_names_derive_from_project_name(render: Renderer) -> None:
     assert recorded["package_name"] == "acme_ledger_api"
     assert (project / "src" / "acme_ledger_api" / "__init__.py").is_file()
     assert 'name = "acme-ledger-api"' in (project / "pyproject.toml").read_text()
+
+
+def test_long_project_name_derives_names_within_the_limit(render: Renderer) -> None:
+    """The longest project name (64 characters) derives a slug and a package name cut at 32
+    characters; a cut that lands after a dash drops it."""
+    name = "Customer Onboarding And Identity Verification Service For Bank 1"
+    assert len(name) == 64
+    recorded = _answers_file(render({"project_name": name}))
+    assert recorded["project_slug"] == "customer-onboarding-and-identity"
+    assert recorded["package_name"] == "customer_onboarding_and_identity"
+    recorded = _answers_file(render({"project_name": "Customer Onboarding And Identit Check"}))
+    assert recorded["project_slug"] == "customer-onboarding-and-identit"
 
 
 def test_defaults_alone_render(render: Renderer) -> None:

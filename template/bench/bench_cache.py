@@ -26,9 +26,9 @@ from typing import Any
 from asgi_lifespan import LifespanManager
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]  # the project, importable uninstalled
 
-from bench import asgi, cache_apps  # noqa: E402  (the path above makes the project importable)
+from bench import asgi, cache_apps  # noqa: E402
 from bench.asgi import get_scope  # noqa: E402
 
 

@@ -34,9 +34,9 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]  # the project, importable uninstalled
 
-from bench import apps, asgi  # noqa: E402  (the path above makes the project importable uninstalled)
+from bench import apps, asgi  # noqa: E402
 from bench.asgi import get_scope  # noqa: E402
 
 APPS: dict[str, tuple[str, bool]] = {
