@@ -10,6 +10,11 @@ when the project moves past the version they are listed under in copier.yml:
                             edits of OLD by a three-way merge (base: OLD as the old version
                             rendered it), conflicts left inline and unmerged like Copier's own;
                             OLD goes; a file the user deleted stays deleted.
+    report-deleted          (every update, after the others) name each file the update
+                            deleted that the user had changed (its content in HEAD is not what
+                            the old version rendered for the old answers), with the command that
+                            gets it back; untouched ones only get counted. Files `move` carried to
+                            their new place are not reported.
     report-conflicts        (every update, last) name the files left with conflicts.
 
 Why a script: Copier has no notion of a moved file. It sees OLD vanish from the template and
@@ -19,6 +24,8 @@ drops the user's edits to it with the file, while NEW arrives as the template wr
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -26,11 +33,17 @@ from pathlib import Path
 from typing import Any
 
 ANSWERS_FILE = ".copier-answers.yml"
+#: Where `move` lists the paths it carried, for `report-deleted` (in the git dir: never committed).
+MOVED_LIST = "copier-migrate-moved"
 OURS_LABEL, BASE_LABEL, THEIRS_LABEL = "before updating", "last update", "after updating"
 
 
 def say(message: str) -> None:
     sys.stderr.write(f"migrate: {message}\n")
+
+
+def files(count: int, more: bool = False) -> str:
+    return f"{count}{' more' if more else ''} file{'' if count == 1 else 's'}"
 
 
 def git(*args: str, stdin: bytes | None = None) -> bytes:
@@ -39,7 +52,7 @@ def git(*args: str, stdin: bytes | None = None) -> bytes:
 
 def committed(path: str) -> bytes | None:
     """The file as the project had it before the update (update needs a clean tree)."""
-    result = subprocess.run(["git", "show", f"HEAD:{path}"], capture_output=True)
+    result = subprocess.run(["git", "show", f"HEAD:./{path}"], capture_output=True)
     return result.stdout if result.returncode == 0 else None
 
 
@@ -130,13 +143,77 @@ def move_one(old: str, new: str, old_render: Path) -> None:
         say(f"{old} moved to {new} with your edits")
 
 
+def moved_list() -> Path:
+    return Path(git("rev-parse", "--git-path", MOVED_LIST).decode().strip())
+
+
+def record_moved(paths: list[str]) -> None:
+    """Tell `report-deleted` that these old paths went on purpose (their edits moved along)."""
+    head = git("rev-parse", "HEAD").decode().strip()
+    listed = moved_list()
+    lines = listed.read_text(encoding="utf-8").splitlines() if listed.is_file() else []
+    if lines[:1] != [head]:  # left over from an update of another commit: stale
+        lines = [head]
+    listed.write_text("\n".join([*lines, *paths]) + "\n", encoding="utf-8")
+
+
+def take_moved() -> set[str]:
+    listed = moved_list()
+    if not listed.is_file():
+        return set()
+    lines = listed.read_text(encoding="utf-8").splitlines()
+    listed.unlink()
+    return set(lines[1:]) if lines[:1] == [git("rev-parse", "HEAD").decode().strip()] else set()
+
+
 def move(template: str, version_from: str, pairs: list[str]) -> None:
     if len(pairs) % 2:
         raise SystemExit("migrate: move takes OLD NEW pairs")
+    record_moved(pairs[::2])
     with tempfile.TemporaryDirectory() as scratch:
         old_render = render_old_version(template, version_from, Path(scratch) / "old")
         for old, new in zip(pairs[::2], pairs[1::2], strict=True):
             move_one(old, new, old_render)
+
+
+# --- report-deleted -----------------------------------------------------------------------
+def deleted_by_update() -> list[str]:
+    """Files of the last commit that are gone from the work tree (the update needs a clean one,
+    so the update deleted them), except those `move` carried elsewhere."""
+    listed = git("ls-tree", "-r", "-z", "--name-only", "HEAD").decode().split("\0")
+    moved = take_moved()
+    return [
+        path for path in listed
+        if path and path not in moved and not os.path.lexists(path)
+    ]  # fmt: skip
+
+
+def report_deleted(template: str, version_from: str) -> None:
+    deleted = deleted_by_update()
+    if not deleted:
+        return  # the usual case: no render needed
+    edited, untouched = [], []
+    changed = "you had changed"
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            old_render = render_old_version(template, version_from, Path(scratch) / "old")
+        except Exception as error:  # whatever failed, warn about every deleted file instead
+            say(f"could not render {version_from} to tell which deleted files you had changed "
+                f"({type(error).__name__}: {error})")  # fmt: skip
+            edited, changed = deleted, "that may have had your edits"
+        else:
+            for path in deleted:
+                generated = old_render / path
+                same = generated.is_file() and generated.read_bytes() == committed(path)
+                (untouched if same else edited).append(path)
+    if edited:
+        say(f"the update deleted {files(len(edited))} {changed} (the template no longer "
+            "generates them for these answers); your version is in the last commit:")  # fmt: skip
+        for path in edited:
+            say(f"  {path}: to get it back, git checkout HEAD -- {shlex.quote(path)}")
+    if untouched:
+        say(f"the update deleted {files(len(untouched), more=bool(edited))} the template no "
+            "longer generates for these answers; you had not changed them")  # fmt: skip
 
 
 # --- report-conflicts ---------------------------------------------------------------------
@@ -163,12 +240,17 @@ def main() -> int:
     moves.add_argument("--template", required=True, help="the template source (a git repository)")
     moves.add_argument("--from-version", required=True, help="the release the project was on")
     moves.add_argument("pairs", nargs="+", metavar="OLD NEW")
+    deleted = steps.add_parser("report-deleted")
+    deleted.add_argument("--template", required=True, help="the template source (a git repository)")
+    deleted.add_argument("--from-version", required=True, help="the release the project was on")
     steps.add_parser("report-conflicts")
     args = parser.parse_args()
     if args.step == "rename-answer":
         rename_answer(args.old, args.new)
     elif args.step == "move":
         move(args.template, args.from_version, args.pairs)
+    elif args.step == "report-deleted":
+        report_deleted(args.template, args.from_version)
     else:
         report_conflicts()
     return 0

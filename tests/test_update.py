@@ -243,7 +243,9 @@ def test_renamed_answer_keeps_its_value(template: Template, tmp_path: Path) -> N
 MOVED_HELPERS = ["outage.py", "quotes.py", "job_handlers.py"]
 
 
-def test_moved_files_keep_edits_and_deletions(template: Template, tmp_path: Path) -> None:
+def test_moved_files_keep_edits_and_deletions(
+    template: Template, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """0.2.0: test helpers moved to tests/support/: edited, untouched and deleted ones."""
     project = tmp_path / "project"
     generate(template, project, VARIANT.answers(), template.first)
@@ -262,6 +264,8 @@ def test_moved_files_keep_edits_and_deletions(template: Template, tmp_path: Path
     assert (support / "quotes.py").read_text().startswith(rendered.split("{{")[0])
     assert not (support / "job_handlers.py").exists(), "a file the user deleted came back"
     assert not unmerged(project)
+    # A moved file's edits went along: it is not reported as deleted with them.
+    assert "git checkout HEAD -- tests/outage.py" not in capfd.readouterr().err
 
 
 def test_a_conflict_in_a_moved_file_is_inline_and_reported(
@@ -370,3 +374,53 @@ def test_changing_an_answer_adds_and_removes_the_right_files(
         requirements = [*project_requirements(project), *HARNESS_REQUIREMENTS]
         venv = build_venv(interpreter, requirements, f"answers-{question}-{after}")
         _run_suite(project, venv, {}, f"after {question}={after}")
+
+
+DROPPING_CHANGES = [
+    # question, before, after, the file the user edits, a file they leave as generated
+    ("autoscaling", "kubernetes", "ecs",
+     "deploy/kubernetes/hpa.yaml", "deploy/kubernetes/api.yaml"),
+    ("queue_backend", "celery", "arq", "src/PKG/jobs/celery_app.py", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("question", "before", "after", "edited", "untouched"),
+    DROPPING_CHANGES,
+    ids=[f"{q}-{b}-to-{a}" for q, b, a, *_ in DROPPING_CHANGES],
+)
+def test_an_answer_change_names_the_edited_files_it_deletes(
+    template: Template,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    question: str,
+    before: str,
+    after: str,
+    edited: str,
+    untouched: str | None,
+) -> None:
+    project = tmp_path / "project"
+    answers = {**VARIANT.answers(), "queue_backend": "none", question: before}
+    if answers["queue_backend"] == "celery":
+        answers["celery_broker"] = "redis"
+    generate(template, project, answers, "HEAD")
+    edited = edited.replace("PKG", answers["package_name"])
+    ours = (project / edited).read_text() + "\n# Our tuning, not the template's.\n"
+    (project / edited).write_text(ours)
+    if untouched:
+        assert (project / untouched).is_file()
+    git(project, "commit", "--quiet", "--all", "-m", "user edit")
+    capfd.readouterr()
+
+    update(project, data={question: after}, vcs_ref="HEAD")
+
+    err = capfd.readouterr().err
+    assert not (project / edited).exists(), f"{edited} was not deleted"
+    assert edited in err, err
+    assert f"git checkout HEAD -- {edited}" in err, err
+    if untouched:
+        assert not (project / untouched).exists(), f"{untouched} was not deleted"
+        assert untouched not in err, f"an untouched file got a warning:\n{err}"
+    # The hint works: the user's version comes back.
+    git(project, "checkout", "HEAD", "--", edited)
+    assert (project / edited).read_text() == ours
