@@ -9,7 +9,10 @@ when the project moves past the version they are listed under in copier.yml:
     move OLD NEW [...]      (stage "after") the template moved OLD to NEW: NEW gets the user's
                             edits of OLD by a three-way merge (base: OLD as the old version
                             rendered it), conflicts left inline and unmerged like Copier's own;
-                            OLD goes; a file the user deleted stays deleted.
+                            OLD goes; a file the user deleted stays deleted. When OLD is a
+                            Python module, the user's imports of it are rewritten to NEW
+                            (absolute and relative, each file named); a mention the script
+                            cannot rewrite safely (a module name in a string) is named instead.
     report-deleted          (every update, after the others) name each file the update
                             deleted that the user had changed (its content in HEAD is not what
                             the old version rendered for the old answers), with the command that
@@ -24,7 +27,9 @@ drops the user's edits to it with the file, while NEW arrives as the template wr
 from __future__ import annotations
 
 import argparse
+import ast
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -100,11 +105,12 @@ def mark_unmerged(path: str, base: bytes, ours: bytes, theirs: bytes) -> None:
     git("update-index", "--index-info", stdin="".join(entries).encode())
 
 
-def move_one(old: str, new: str, old_render: Path) -> None:
+def move_one(old: str, new: str, old_render: Path) -> bool:
+    """Move one file; True when NEW now holds it (so imports of OLD should follow)."""
     base_path = old_render / old
     target = Path(new)
     if not base_path.is_file():
-        return  # the old version never generated it for these answers
+        return False  # the old version never generated it for these answers
     base = base_path.read_bytes()
     ours = committed(old)
     if Path(old).exists():
@@ -113,15 +119,15 @@ def move_one(old: str, new: str, old_render: Path) -> None:
         if target.exists():
             target.unlink()
         say(f"{old} was deleted in this project, so its new place {new} stays deleted too")
-        return
+        return False
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(ours)  # the template dropped it for these answers: keep the user's
         say(f"{old} moved to {new} with your edits")
-        return
+        return True
     if ours == base:
         say(f"{old} moved to {new}")
-        return
+        return True
     theirs = target.read_bytes()
     with tempfile.TemporaryDirectory() as scratch:
         ours_file, base_file, theirs_file = (Path(scratch) / n for n in ("ours", "base", "theirs"))
@@ -141,6 +147,231 @@ def move_one(old: str, new: str, old_render: Path) -> None:
         say(f"{old} moved to {new}: your edits conflict with the template's, resolve them there")
     else:
         say(f"{old} moved to {new} with your edits")
+    return True
+
+
+# --- move: the imports of a moved module --------------------------------------------------
+def module_name(path: str) -> str | None:
+    """tests/outage.py -> tests.outage; src/pkg/jobs/x.py -> pkg.jobs.x; None if not a module."""
+    if not path.endswith(".py"):
+        return None
+    parts = [part for part in path[: -len(".py")].split("/") if part not in ("", ".")]
+    if parts[:1] == ["src"]:
+        parts = parts[1:]
+    if parts[-1:] == ["__init__"]:
+        parts = parts[:-1]
+    return ".".join(parts) if parts and all(p.isidentifier() for p in parts) else None
+
+
+def package_of(path: str) -> list[str]:
+    """The package a module file belongs to (what its relative imports start from)."""
+    parts = [part for part in path.split("/")[:-1] if part not in ("", ".")]
+    return parts[1:] if parts[:1] == ["src"] else parts
+
+
+def moved_to(name: str, moved: dict[str, str]) -> str | None:
+    for old, new in moved.items():
+        if name == old or name.startswith(f"{old}."):
+            return new + name[len(old) :]
+    return None
+
+
+def python_files() -> list[str]:
+    listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.py")
+    unmerged = set(git("diff", "--name-only", "-z", "--diff-filter=U").decode().split("\0"))
+    paths = dict.fromkeys(filter(None, listed.decode().split("\0")))  # unmerged ones repeat
+    return [path for path in paths if path not in unmerged and Path(path).is_file()]
+
+
+class ImportRewrite:
+    """The edits that point one file's imports of moved modules at their new place."""
+
+    FROM_MODULE = re.compile(rb"from\b(?P<module>[\s.\w\\]*?)\bimport\b")
+
+    def __init__(self, path: str, source: bytes, moved: dict[str, str]) -> None:
+        self.path, self.source, self.moved = path, source, moved
+        self.package = package_of(path)
+        lines = source.splitlines(keepends=True)
+        self.line_starts = [0]
+        for line in lines:
+            self.line_starts.append(self.line_starts[-1] + len(line))
+        self.edits: list[tuple[int, int, bytes]] = []
+        self.rewritten: dict[str, str] = {}  # old module -> new, as the user will be told
+        self.in_strings: list[tuple[int, str]] = []  # (line, old module) left to the user
+
+    def offset(self, line: int, column: int) -> int:
+        return self.line_starts[line - 1] + column  # ast columns count UTF-8 bytes
+
+    def span(self, node: ast.AST) -> tuple[int, int]:
+        start = self.offset(node.lineno, node.col_offset)  # type: ignore[attr-defined]
+        end = self.offset(node.end_lineno, node.end_col_offset)  # type: ignore[attr-defined]
+        return start, end
+
+    def note(self, name: str) -> None:
+        for old, new in self.moved.items():
+            if name == old or name.startswith(f"{old}."):
+                self.rewritten[old] = new
+
+    def anchor(self, level: int) -> list[str] | None:
+        """The package `from .` (level 1), `from ..` (2)... means in this file."""
+        if level == 0:
+            return []
+        if level - 1 >= len(self.package):
+            return None
+        return self.package[: len(self.package) - (level - 1)]
+
+    def spelled(self, name: str, level: int) -> str:
+        """NAME as this import spells it: relative from the same anchor when it is inside."""
+        anchor = self.anchor(level)
+        if level and anchor:
+            prefix = ".".join(anchor)
+            if name.startswith(f"{prefix}."):
+                return "." * level + name[len(prefix) + 1 :]
+        return name
+
+    def visit(self, tree: ast.Module) -> None:
+        chains: dict[str, str] = {}  # `import tests.outage` binds `tests`: rewrite tests.outage.X
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                self.import_from(node)
+            elif isinstance(node, ast.Import):
+                self.import_(node, chains)
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+            ):
+                self.string(node)
+        if chains:
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and dotted(node) in chains:
+                    start, end = self.span(node)
+                    self.edits.append((start, end, chains[dotted(node)].encode()))
+
+    def import_from(self, node: ast.ImportFrom) -> None:
+        anchor = self.anchor(node.level)
+        if anchor is None:
+            return
+        base = ".".join([*anchor, *(node.module.split(".") if node.module else [])])
+        start, end = self.span(node)
+        statement = self.source[start:end]
+        match = self.FROM_MODULE.match(statement)
+        if match is None:
+            return
+        module_start, module_end = start + match.start("module"), start + match.end("module")
+        spelled_module = re.sub(rb"[\s\\]+", b"", match["module"]).decode()
+        target = moved_to(base, self.moved) if base else None
+        if target:  # from tests.outage import X / from .outage import X
+            self.note(base)
+            new = self.spelled(target, node.level)
+            self.edits.append((module_start, module_end, f" {new} ".encode()))
+            return
+        # from tests import outage / from . import outage: the module is one of the names
+        kept: list[ast.alias] = []
+        groups: dict[str, list[str]] = {}  # new `from` -> the names imported from it
+        renamed = False
+        for alias in node.names:
+            full = f"{base}.{alias.name}" if base else alias.name
+            target = moved_to(full, self.moved) if alias.name != "*" else None
+            parent, _, last = (target or "").rpartition(".")
+            if target is None or not parent:
+                kept.append(alias)
+                continue
+            self.note(full)
+            renamed |= last != alias.name
+            bound = alias.asname or alias.name
+            groups.setdefault(self.spelled(parent, node.level), []).append(
+                last if bound == last else f"{last} as {bound}"
+            )
+        if not groups:
+            return
+        if not kept and len(groups) == 1 and not renamed:  # only the `from` part changes
+            (new,) = groups
+            self.edits.append((module_start, module_end, f" {new} ".encode()))
+            return
+        statements = [f"from {spelled_module} import {names(kept)}"] if kept else []
+        statements += [f"from {parent} import {', '.join(n)}" for parent, n in groups.items()]
+        self.edits.append((start, end, self.joined(node, statements)))
+
+    def import_(self, node: ast.Import, chains: dict[str, str]) -> None:
+        targets = [moved_to(alias.name, self.moved) for alias in node.names]
+        if not any(targets):
+            return
+        spelled = []
+        for alias, target in zip(node.names, targets, strict=True):
+            if target:
+                self.note(alias.name)
+                if alias.asname is None:
+                    chains[alias.name] = target
+            name = target or alias.name
+            spelled.append(f"{name} as {alias.asname}" if alias.asname else name)
+        start, end = self.span(node)
+        self.edits.append((start, end, f"import {', '.join(spelled)}".encode()))
+
+    def string(self, node: ast.Constant) -> None:
+        for old in self.moved:
+            path = old.replace(".", "/")
+            pattern = rf"(?<![\w.]){re.escape(old)}(?!\w)|(?<![\w/]){re.escape(path)}\.py"
+            if re.search(pattern, node.value):
+                self.in_strings.append((node.lineno, old))
+
+    def joined(self, node: ast.stmt, statements: list[str]) -> bytes:
+        """Several statements where one was: own lines at its indent, else `; `."""
+        line_start = self.line_starts[node.lineno - 1]
+        indent = self.source[line_start : self.offset(node.lineno, node.col_offset)]
+        separator = b"\n" + indent if not indent.strip() else b"; "
+        return separator.join(statement.encode() for statement in statements)
+
+    def apply(self) -> bytes:
+        result = self.source
+        for start, end, text in sorted(set(self.edits), reverse=True):
+            result = result[:start] + text + result[end:]
+        return result
+
+
+def dotted(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else None
+    return None
+
+
+def names(aliases: list[ast.alias]) -> str:
+    return ", ".join(f"{a.name} as {a.asname}" if a.asname else a.name for a in aliases)
+
+
+def follow_imports(moved: dict[str, str]) -> None:
+    """Point the project's imports of the moved modules at their new place; name the files."""
+    words = [re.compile(rf"\b{re.escape(old.rpartition('.')[2])}\b".encode()) for old in moved]
+    for path in python_files():
+        source = Path(path).read_bytes()
+        if not any(word.search(source) for word in words):
+            continue  # cannot mention a moved module: skip the parse
+        try:
+            tree = ast.parse(source, filename=path)
+        except (SyntaxError, ValueError) as error:
+            say(f"{path}: not checked for imports of {', '.join(moved)} (it does not parse: "
+                f"{error}); check it yourself")  # fmt: skip
+            continue
+        rewrite = ImportRewrite(path, source, moved)
+        rewrite.visit(tree)
+        if rewrite.edits:
+            Path(path).write_bytes(rewrite.apply())
+            for old, new in rewrite.rewritten.items():
+                say(f"{path}: imports of {old} now point to {new}")
+        for line, old in rewrite.in_strings:
+            say(f"{path}:{line}: mentions {old} in a string, which is not rewritten: it is "
+                f"{moved[old]} now, change it yourself")  # fmt: skip
 
 
 def moved_list() -> Path:
@@ -170,10 +401,16 @@ def move(template: str, version_from: str, pairs: list[str]) -> None:
     if len(pairs) % 2:
         raise SystemExit("migrate: move takes OLD NEW pairs")
     record_moved(pairs[::2])
+    moved = {}
     with tempfile.TemporaryDirectory() as scratch:
         old_render = render_old_version(template, version_from, Path(scratch) / "old")
         for old, new in zip(pairs[::2], pairs[1::2], strict=True):
-            move_one(old, new, old_render)
+            if move_one(old, new, old_render):
+                old_module, new_module = module_name(old), module_name(new)
+                if old_module and new_module:
+                    moved[old_module] = new_module
+    if moved:
+        follow_imports(moved)
 
 
 # --- report-deleted -----------------------------------------------------------------------
