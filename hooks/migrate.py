@@ -178,7 +178,8 @@ def moved_to(name: str, moved: dict[str, str]) -> str | None:
 
 def python_files() -> list[str]:
     listed = git("ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.py")
-    unmerged = set(git("diff", "--name-only", "-z", "--diff-filter=U").decode().split("\0"))
+    conflicted = git("diff", "--name-only", "--relative", "-z", "--diff-filter=U")
+    unmerged = set(conflicted.decode().split("\0"))  # report-conflicts names them
     paths = dict.fromkeys(filter(None, listed.decode().split("\0")))  # unmerged ones repeat
     return [path for path in paths if path not in unmerged and Path(path).is_file()]
 
@@ -400,12 +401,12 @@ def take_moved() -> set[str]:
 def move(template: str, version_from: str, pairs: list[str]) -> None:
     if len(pairs) % 2:
         raise SystemExit("migrate: move takes OLD NEW pairs")
-    record_moved(pairs[::2])
     moved = {}
     with tempfile.TemporaryDirectory() as scratch:
         old_render = render_old_version(template, version_from, Path(scratch) / "old")
         for old, new in zip(pairs[::2], pairs[1::2], strict=True):
             if move_one(old, new, old_render):
+                record_moved([old])
                 old_module, new_module = module_name(old), module_name(new)
                 if old_module and new_module:
                     moved[old_module] = new_module
