@@ -250,12 +250,12 @@ class ImportRewrite:
                 and isinstance(node.value, str)
                 and id(node) not in docstrings
             ):
-                self.string(node)
+                self.string(node.value, node.lineno)
         if chains:
             for node in ast.walk(tree):
-                if isinstance(node, ast.Attribute) and dotted(node) in chains:
+                if isinstance(node, ast.Attribute) and (name := dotted(node)) in chains:
                     start, end = self.span(node)
-                    self.edits.append((start, end, chains[dotted(node)].encode()))
+                    self.edits.append((start, end, chains[name].encode()))
 
     def import_from(self, node: ast.ImportFrom) -> None:
         anchor = self.anchor(node.level)
@@ -317,12 +317,12 @@ class ImportRewrite:
         start, end = self.span(node)
         self.edits.append((start, end, f"import {', '.join(spelled)}".encode()))
 
-    def string(self, node: ast.Constant) -> None:
+    def string(self, value: str, line: int) -> None:
         for old in self.moved:
             path = old.replace(".", "/")
             pattern = rf"(?<![\w.]){re.escape(old)}(?!\w)|(?<![\w/]){re.escape(path)}\.py"
-            if re.search(pattern, node.value):
-                self.in_strings.append((node.lineno, old))
+            if re.search(pattern, value):
+                self.in_strings.append((line, old))
 
     def joined(self, node: ast.stmt, statements: list[str]) -> bytes:
         """Several statements where one was: own lines at its indent, else `; `."""
@@ -430,7 +430,8 @@ def report_deleted(template: str, version_from: str) -> None:
     deleted = deleted_by_update()
     if not deleted:
         return  # the usual case: no render needed
-    edited, untouched = [], []
+    edited: list[str] = []
+    untouched: list[str] = []
     changed = "you had changed"
     with tempfile.TemporaryDirectory() as scratch:
         try:

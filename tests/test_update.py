@@ -7,12 +7,16 @@ So the tests need no fetched tags, and a migration is tested before its release 
 
 - A project generated at the first release, with the edits users make, updated to HEAD: the
   edits survive, the template's changes arrive, its own tests pass (several variants).
-- Each `_migrations` step of copier.yml (hooks/migrate.py), including a conflict in a moved file.
-- A real conflict is left inline and reported; changing an answer adds and removes files.
+- Each `_migrations` step of copier.yml (hooks/migrate.py), including a conflict in a moved file
+  and the user's imports of a moved module (rewritten, or named when in a string).
+- A real conflict is left inline and reported; changing an answer adds and removes files, and
+  names each deleted file the user had changed, with the command that gets it back.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -484,3 +488,70 @@ def test_an_answer_change_names_the_edited_files_it_deletes(
     # The hint works: the user's version comes back.
     git(project, "checkout", "HEAD", "--", edited)
     assert (project / edited).read_text() == ours
+
+
+def _migrate_module() -> Any:
+    spec = importlib.util.spec_from_file_location("migrate", REPO_ROOT / "hooks" / "migrate.py")
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BEFORE_THE_MOVE = '''"""Mentions tests.outage in a docstring: not reported."""
+import os, tests.outage
+import tests.quotes as q
+from tests import outage, conftest as c
+from . import (
+    outage as o2,  # a comment
+)
+from .outage import (
+    CuttableProxy,  # kept
+)
+
+
+def f():
+    if True:
+        from . import quotes, other
+    return tests.outage.CuttableProxy, "tests.quotes.Quote", tests.other
+x = 1; from . import outage
+'''
+AFTER_THE_MOVE = '''"""Mentions tests.outage in a docstring: not reported."""
+import os, tests.support.outage
+import tests.support.quotes as q
+from tests import conftest as c
+from tests.support import outage
+from .support import (
+    outage as o2,  # a comment
+)
+from .support.outage import (
+    CuttableProxy,  # kept
+)
+
+
+def f():
+    if True:
+        from . import other
+        from .support import quotes
+    return tests.support.outage.CuttableProxy, "tests.quotes.Quote", tests.other
+x = 1; from .support import outage
+'''
+
+
+def test_import_rewrites_keep_the_rest_of_the_statement() -> None:
+    """The forms the update test does not cover: mixed names, parentheses, indents, `;`."""
+    migrate = _migrate_module()
+    moved = {"tests.outage": "tests.support.outage", "tests.quotes": "tests.support.quotes"}
+    rewrite = migrate.ImportRewrite("tests/test_x.py", BEFORE_THE_MOVE.encode(), moved)
+    rewrite.visit(ast.parse(BEFORE_THE_MOVE))
+    assert rewrite.apply().decode() == AFTER_THE_MOVE
+    assert rewrite.rewritten == moved
+    assert rewrite.in_strings == [(16, "tests.quotes")]  # the string, not the docstring
+    # From a subpackage, `..` still reaches the moved module's new place.
+    nested = b"from ..outage import A\nfrom .. import quotes\nfrom .outage import B\n"
+    rewrite = migrate.ImportRewrite("tests/sub/test_y.py", nested, moved)
+    rewrite.visit(ast.parse(nested))
+    assert rewrite.apply() == (
+        b"from ..support.outage import A\nfrom ..support import quotes\nfrom .outage import B\n"
+    )
