@@ -7,15 +7,20 @@ So the tests need no fetched tags, and a migration is tested before its release 
 
 - A project generated at the first release, with the edits users make, updated to HEAD: the
   edits survive, the template's changes arrive, its own tests pass (several variants).
-- Each `_migrations` step of copier.yml (hooks/migrate.py), including a conflict in a moved file.
-- A real conflict is left inline and reported; changing an answer adds and removes files.
+- Each `_migrations` step of copier.yml (hooks/migrate.py), including a conflict in a moved file
+  and the user's imports of a moved module (rewritten, or named when in a string).
+- A real conflict is left inline and reported; changing an answer adds and removes files, and
+  names each deleted file the user had changed, with the command that gets it back.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +248,9 @@ def test_renamed_answer_keeps_its_value(template: Template, tmp_path: Path) -> N
 MOVED_HELPERS = ["outage.py", "quotes.py", "job_handlers.py"]
 
 
-def test_moved_files_keep_edits_and_deletions(template: Template, tmp_path: Path) -> None:
+def test_moved_files_keep_edits_and_deletions(
+    template: Template, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     """0.2.0: test helpers moved to tests/support/: edited, untouched and deleted ones."""
     project = tmp_path / "project"
     generate(template, project, VARIANT.answers(), template.first)
@@ -262,6 +269,8 @@ def test_moved_files_keep_edits_and_deletions(template: Template, tmp_path: Path
     assert (support / "quotes.py").read_text().startswith(rendered.split("{{")[0])
     assert not (support / "job_handlers.py").exists(), "a file the user deleted came back"
     assert not unmerged(project)
+    # A moved file's edits went along: it is not reported as deleted with them.
+    assert "git checkout HEAD -- tests/outage.py" not in capfd.readouterr().err
 
 
 def test_a_conflict_in_a_moved_file_is_inline_and_reported(
@@ -282,6 +291,65 @@ def test_a_conflict_in_a_moved_file_is_inline_and_reported(
     assert "    symbol: str  # ISIN or ticker\n>>>>>>> after updating" in text
     assert unmerged(project) == ["tests/support/quotes.py"]
     assert "tests/support/quotes.py: conflict markers" in capfd.readouterr().err
+
+
+USER_HELPER_TEST = '''"""Our tests of a helper, written against 0.1.0's tests/outage.py."""
+
+import tests.outage
+from tests import outage as absolute_module
+from tests.outage import CuttableProxy
+
+from . import outage
+from .outage import CuttableProxy as RelativeProxy
+
+
+def test_one_helper() -> None:
+    assert CuttableProxy is RelativeProxy is outage.CuttableProxy
+    assert absolute_module is outage
+    assert tests.outage.CuttableProxy is CuttableProxy
+'''
+STRING_IMPORT = '''"""Imports the helper by name: no rewrite can be sure of that."""
+
+import importlib
+
+quotes = importlib.import_module("tests.quotes")
+'''
+
+
+def test_moved_modules_are_imported_from_their_new_place(
+    template: Template, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """0.2.0 moved tests/outage.py to tests/support/: the user's imports of it follow."""
+    project = tmp_path / "project"
+    generate(template, project, VARIANT.answers(), template.first)
+    mine = project / "tests" / "test_our_helpers.py"
+    mine.write_text(USER_HELPER_TEST)
+    (project / "tests" / "by_name.py").write_text(STRING_IMPORT)
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "user tests")
+    capfd.readouterr()
+
+    update(project, data=VARIANT.answers(), vcs_ref="HEAD")
+
+    err = capfd.readouterr().err
+    text = mine.read_text()
+    assert "import tests.support.outage\n" in text
+    assert "from tests.support import outage as absolute_module\n" in text
+    assert "from tests.support.outage import CuttableProxy\n" in text
+    assert "from .support import outage\n" in text
+    assert "from .support.outage import CuttableProxy as RelativeProxy\n" in text
+    assert "tests.support.outage.CuttableProxy is CuttableProxy" in text
+    assert "tests/test_our_helpers.py: imports of tests.outage now" in err, err
+    # A string import is named, not rewritten.
+    assert "tests/by_name.py" in err, err
+    assert '"tests.quotes"' in (project / "tests" / "by_name.py").read_text()
+    # The rewritten module imports and its test passes (the helper needs only the stdlib).
+    check = subprocess.run(
+        [sys.executable, "-c", "import tests.test_our_helpers as m; m.test_one_helper()"],
+        cwd=project, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert not unmerged(project)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,3 +438,120 @@ def test_changing_an_answer_adds_and_removes_the_right_files(
         requirements = [*project_requirements(project), *HARNESS_REQUIREMENTS]
         venv = build_venv(interpreter, requirements, f"answers-{question}-{after}")
         _run_suite(project, venv, {}, f"after {question}={after}")
+
+
+DROPPING_CHANGES = [
+    # question, before, after, the file the user edits, a file they leave as generated
+    ("autoscaling", "kubernetes", "ecs",
+     "deploy/kubernetes/hpa.yaml", "deploy/kubernetes/api.yaml"),
+    ("queue_backend", "celery", "arq", "src/PKG/jobs/celery_app.py", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("question", "before", "after", "edited", "untouched"),
+    DROPPING_CHANGES,
+    ids=[f"{q}-{b}-to-{a}" for q, b, a, *_ in DROPPING_CHANGES],
+)
+def test_an_answer_change_names_the_edited_files_it_deletes(
+    template: Template,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    question: str,
+    before: str,
+    after: str,
+    edited: str,
+    untouched: str | None,
+) -> None:
+    project = tmp_path / "project"
+    answers = {**VARIANT.answers(), "queue_backend": "none", question: before}
+    if answers["queue_backend"] == "celery":
+        answers["celery_broker"] = "redis"
+    generate(template, project, answers, "HEAD")
+    edited = edited.replace("PKG", answers["package_name"])
+    ours = (project / edited).read_text() + "\n# Our tuning, not the template's.\n"
+    (project / edited).write_text(ours)
+    if untouched:
+        assert (project / untouched).is_file()
+    git(project, "commit", "--quiet", "--all", "-m", "user edit")
+    capfd.readouterr()
+
+    update(project, data={question: after}, vcs_ref="HEAD")
+
+    err = capfd.readouterr().err
+    assert not (project / edited).exists(), f"{edited} was not deleted"
+    assert edited in err, err
+    assert f"git checkout HEAD -- {edited}" in err, err
+    if untouched:
+        assert not (project / untouched).exists(), f"{untouched} was not deleted"
+        assert untouched not in err, f"an untouched file got a warning:\n{err}"
+    # The hint works: the user's version comes back.
+    git(project, "checkout", "HEAD", "--", edited)
+    assert (project / edited).read_text() == ours
+
+
+def _migrate_module() -> Any:
+    spec = importlib.util.spec_from_file_location("migrate", REPO_ROOT / "hooks" / "migrate.py")
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BEFORE_THE_MOVE = '''"""Mentions tests.outage in a docstring: not reported."""
+import os, tests.outage
+import tests.quotes as q
+from tests import outage, conftest as c
+from . import (
+    outage as o2,  # a comment
+)
+from .outage import (
+    CuttableProxy,  # kept
+)
+
+
+def f():
+    if True:
+        from . import quotes, other
+    return tests.outage.CuttableProxy, "tests.quotes.Quote", tests.other
+x = 1; from . import outage
+'''
+AFTER_THE_MOVE = '''"""Mentions tests.outage in a docstring: not reported."""
+import os, tests.support.outage
+import tests.support.quotes as q
+from tests import conftest as c
+from tests.support import outage
+from .support import (
+    outage as o2,  # a comment
+)
+from .support.outage import (
+    CuttableProxy,  # kept
+)
+
+
+def f():
+    if True:
+        from . import other
+        from .support import quotes
+    return tests.support.outage.CuttableProxy, "tests.quotes.Quote", tests.other
+x = 1; from .support import outage
+'''
+
+
+def test_import_rewrites_keep_the_rest_of_the_statement() -> None:
+    """The forms the update test does not cover: mixed names, parentheses, indents, `;`."""
+    migrate = _migrate_module()
+    moved = {"tests.outage": "tests.support.outage", "tests.quotes": "tests.support.quotes"}
+    rewrite = migrate.ImportRewrite("tests/test_x.py", BEFORE_THE_MOVE.encode(), moved)
+    rewrite.visit(ast.parse(BEFORE_THE_MOVE))
+    assert rewrite.apply().decode() == AFTER_THE_MOVE
+    assert rewrite.rewritten == moved
+    assert rewrite.in_strings == [(16, "tests.quotes")]  # the string, not the docstring
+    # From a subpackage, `..` still reaches the moved module's new place.
+    nested = b"from ..outage import A\nfrom .. import quotes\nfrom .outage import B\n"
+    rewrite = migrate.ImportRewrite("tests/sub/test_y.py", nested, moved)
+    rewrite.visit(ast.parse(nested))
+    assert rewrite.apply() == (
+        b"from ..support.outage import A\nfrom ..support import quotes\nfrom .outage import B\n"
+    )
