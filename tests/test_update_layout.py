@@ -1,0 +1,153 @@
+"""Files users extend merge cleanly on `copier update`; a generated project's own checks.
+
+Real updates to a synthetic next release of a temporary clone (tests/test_update.py builds the
+clone, its release tags and the helpers used here):
+
+- a user appends to the README and `.env.example`, adds a dependency with `uv add` and a
+  router in `extensions.py`, while the release changes the README's last section, adds a
+  variable, a dependency and changes components.py and extensions.py: the update merges all
+  of it with no conflict, both sides' lines present, and the release's new file arrives
+  untracked (hence `git add -A` in the README's update steps).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import variants as V
+from conftest import uv_bin
+from test_update import Template, edit, generate, git, template, unmerged, update
+
+__all__ = ["template"]  # the fixture, imported so that pytest sees it here
+
+#: The variant whose files are edited (graph_rag, memgraph: the longest dependency list).
+VARIANT = next(v for v in V.covering_set() if v.python == "3.11")
+TEMPLATE_DIR = Path("template")
+PACKAGE_DIR = TEMPLATE_DIR / "src" / "{{ package_name }}"
+
+USER_README = "\n## On-call\n\nPage the platform team; the runbook is in the wiki.\n"
+USER_VARIABLE = "# Token of the partner API our own code calls\nPARTNER_API_TOKEN=\n"
+USER_DEPENDENCY = "tenacity"
+USER_ROUTER = '''"""This project's own routers and resources."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from .resources import Resource
+from .settings import Settings
+
+partners = APIRouter()
+
+
+@partners.get("/api/partners", summary="List partners")
+async def list_partners() -> list[str]:
+    return ["acme"]
+
+
+def routers() -> list[APIRouter]:
+    return [partners]
+
+
+def resources(settings: Settings) -> list[Resource]:
+    return []
+'''
+RELEASE_README_LINE = "Re-measured for this release on the same machine.\n"
+RELEASE_VARIABLE = "# Seconds between metric exports\nMETRICS_EXPORT_INTERVAL=60\n"
+RELEASE_DEPENDENCY = '    "zstandard>=0.23",\n'
+RELEASE_COMPONENTS = "    # The domain's routes, the jobs API, then this project's own.\n"
+
+
+REQUIREMENT = re.compile(r'\s+"([^"]+)"')
+
+
+def add_dependency(pyproject: Path, line: str) -> None:
+    """Add a runtime dependency as a maintainer (and `uv add`) would: at its sorted place when
+    the list is sorted, else at its end."""
+    text = pyproject.read_text()
+    start = text.index("dependencies = [\n") + len("dependencies = [\n")
+    end = text.index("\n]\n", start) + 1
+    lines = text[start:end].splitlines(keepends=True)
+    names = [(i, m[1].lower()) for i, ln in enumerate(lines) if (m := REQUIREMENT.match(ln))]
+    match = REQUIREMENT.match(line)
+    assert match, line
+    name = match[1].lower()
+    if [n for _, n in names] == sorted(n for _, n in names):
+        at = next((i for i, n in names if n > name), len(lines))
+    else:
+        at = len(lines)
+    lines.insert(at, line)
+    pyproject.write_text(text[:start] + "".join(lines) + text[end:])
+
+
+def release_changing_the_extended_files(template: Template, tag: str) -> None:
+    root = template.root
+    readme = root / TEMPLATE_DIR / "README.md.jinja"
+    last = "(CPU-bound: ~5 ms of CPU per search).\n"  # the last line of the graph_rag section
+    edit(readme, last, last + RELEASE_README_LINE)
+    env_example = root / TEMPLATE_DIR / ".env.example.jinja"
+    edit(env_example, "OPENTELEMETRY_ENABLED=false\n", "OPENTELEMETRY_ENABLED=false\n" + (
+        RELEASE_VARIABLE
+    ))  # fmt: skip
+    add_dependency(root / TEMPLATE_DIR / "pyproject.toml.jinja", RELEASE_DEPENDENCY)
+    components = root / PACKAGE_DIR / "components.py.jinja"
+    text = components.read_text()
+    old = "    # The domain's routes first: FastAPI matches routes in registration order.\n"
+    components.write_text(text.replace(old, RELEASE_COMPONENTS))
+    extensions = root / PACKAGE_DIR / "extensions.py"
+    if extensions.exists():  # the template rewording a file it promised to leave alone
+        edit(extensions, "def routers() -> list[APIRouter]:\n    return []\n", (
+            "def routers() -> list[APIRouter]:\n    # Your routers.\n    return []\n"
+        ))  # fmt: skip
+    (root / TEMPLATE_DIR / "NOTICE.md").write_text("A file new in this release.\n")
+    template.release(tag)
+
+
+def test_what_users_append_and_add_merges_with_the_next_release(
+    template: Template, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    answers = VARIANT.answers()
+    generate(template, project, answers, "HEAD")
+    package = project / "src" / answers["package_name"]
+
+    # What users do: append a README section and a variable, `uv add` a dependency, add a
+    # router where the README says to.
+    readme, env_example = project / "README.md", project / ".env.example"
+    readme.write_text(readme.read_text() + USER_README)
+    env_example.write_text(env_example.read_text() + USER_VARIABLE)
+    subprocess.run(
+        [uv_bin(), "add", "--frozen", "--quiet", USER_DEPENDENCY],
+        cwd=project, check=True, capture_output=True,
+    )  # fmt: skip
+    (package / "extensions.py").write_text(USER_ROUTER)
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "user additions")
+
+    release_changing_the_extended_files(template, "99.0.0")
+    update(project, data=answers, vcs_ref="99.0.0")
+
+    assert not unmerged(project), git(project, "diff")
+    markers = re.compile(r"^(<<<<<<<|>>>>>>>) ", re.MULTILINE)
+    readme_text = readme.read_text()
+    assert RELEASE_README_LINE in readme_text
+    assert readme_text.endswith(USER_README), "the user's section is no longer last"
+    env_text = env_example.read_text()
+    assert RELEASE_VARIABLE in env_text
+    assert env_text.endswith(USER_VARIABLE)
+    pyproject = (project / "pyproject.toml").read_text()
+    assert RELEASE_DEPENDENCY in pyproject
+    assert f'    "{USER_DEPENDENCY}",\n' in pyproject
+    components = (package / "components.py").read_text()
+    assert RELEASE_COMPONENTS in components
+    assert "*extensions.routers()" in components
+    assert (package / "extensions.py").read_text() == USER_ROUTER, "the update touched it"
+    for path in (readme, env_example, project / "pyproject.toml", package / "components.py"):
+        assert not markers.search(path.read_text()), f"conflict markers in {path.name}"
+
+    # The release's new file arrives untracked: `git commit -a` would leave it out, which is
+    # why the README's update steps say `git add -A`.
+    assert "?? NOTICE.md" in git(project, "status", "--porcelain").splitlines()
+    assert "`git add -A && git commit`" in readme_text
