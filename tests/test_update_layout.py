@@ -8,21 +8,28 @@ clone, its release tags and the helpers used here):
   variable, a dependency and changes components.py and extensions.py: the update merges all
   of it with no conflict, both sides' lines present, and the release's new file arrives
   untracked (hence `git add -A` in the README's update steps).
+- The generated `.pre-commit-config.yaml`: local hooks only (no hook repository to clone);
+  `pre-commit install` makes `git commit` refuse conflict markers and unformatted code, and
+  pass a clean commit; `pre-commit run --all-files` passes on a fresh project.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import variants as V
-from conftest import uv_bin
+import yaml
+from conftest import Renderer, tail, uv_bin
 from test_update import Template, edit, generate, git, template, unmerged, update
 
 __all__ = ["template"]  # the fixture, imported so that pytest sees it here
 
-#: The variant whose files are edited (graph_rag, memgraph: the longest dependency list).
+#: The variant whose files are edited (graph_rag: its README ends with the Search section).
 VARIANT = next(v for v in V.covering_set() if v.python == "3.11")
 TEMPLATE_DIR = Path("template")
 PACKAGE_DIR = TEMPLATE_DIR / "src" / "{{ package_name }}"
@@ -151,3 +158,83 @@ def test_what_users_append_and_add_merges_with_the_next_release(
     # why the README's update steps say `git add -A`.
     assert "?? NOTICE.md" in git(project, "status", "--porcelain").splitlines()
     assert "`git add -A && git commit`" in readme_text
+
+
+# ---------------------------------------------------------------------------------------------
+# The generated project's pre-commit hooks
+# ---------------------------------------------------------------------------------------------
+HOOK_IDS = {"check-merge-conflict", "ruff", "ruff-format", "yamllint"}
+CONFLICT = "<<<<<<< before updating\nours\n=======\ntheirs\n>>>>>>> after updating\n"
+
+
+def hook_env(home: Path) -> dict[str, str]:
+    # pre-commit from this repository's dev group, and the `uv run ruff` / `uv run yamllint`
+    # of the hooks: UV_NO_SYNC keeps uv from installing the whole project (it then runs the
+    # tools found on PATH, this venv's, instead of the project's pinned ones).
+    tools = [str(Path(sys.executable).parent), str(Path(uv_bin()).parent)]
+    return {
+        **os.environ,
+        "PATH": os.pathsep.join([*tools, os.environ.get("PATH", "")]),
+        "PRE_COMMIT_HOME": str(home),
+        "UV_NO_SYNC": "1",
+        "GIT_AUTHOR_NAME": "Template Test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "Template Test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
+
+
+def run_in(project: Path, env: dict[str, str], *cmd: str) -> tuple[int, str]:
+    """Exit code and output (git prints its hooks' output on stderr)."""
+    out = subprocess.run(
+        cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        check=False, timeout=300,
+    )  # fmt: skip
+    return out.returncode, out.stdout
+
+
+def test_pre_commit_refuses_conflict_markers_and_passes_a_clean_commit(
+    render: Renderer, work_copy: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    project = work_copy(render(VARIANT))
+    config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+    assert [repo["repo"] for repo in config["repos"]] == ["local"], "a hook would need a clone"
+    assert {hook["id"] for repo in config["repos"] for hook in repo["hooks"]} == HOOK_IDS
+
+    env = hook_env(tmp_path / "pre-commit-home")
+    code, output = run_in(project, env, sys.executable, "-m", "pre_commit", "install")
+    assert code == 0, output
+    assert (project / ".git" / "hooks" / "pre-commit").is_file()
+    code, output = run_in(project, env, sys.executable, "-m", "pre_commit", "run", "--all-files")
+    assert code == 0, f"a fresh project fails its own hooks:\n{tail(output)}"
+    head = git(project, "rev-parse", "HEAD")
+
+    # What an update leaves in a file it could not merge, committed by mistake: refused.
+    readme = project / "README.md"
+    readme.write_text(readme.read_text() + CONFLICT)
+    git(project, "add", "README.md")
+    code, output = run_in(project, env, "git", "commit", "-m", "resolved (not really)")
+    assert code != 0, output
+    assert "hook id: check-merge-conflict" in output
+    assert re.search(r"^README\.md:\d+:<<<<<<< before updating$", output, re.MULTILINE), output
+    assert git(project, "rev-parse", "HEAD") == head
+
+    # Unformatted code: refused, and formatted in place by ruff-format.
+    module = project / "src" / VARIANT.answers()["package_name"] / "partners.py"
+    readme.write_text(readme.read_text().replace(CONFLICT, ""))
+    module.write_text('"""Partners."""\n\nPARTNERS=["acme"]\n')
+    git(project, "add", "--all")
+    code, output = run_in(project, env, "git", "commit", "-m", "partners")
+    assert code != 0, output
+    assert "hook id: ruff-format" in output
+    assert module.read_text() == '"""Partners."""\n\nPARTNERS = ["acme"]\n'
+    assert git(project, "rev-parse", "HEAD") == head
+
+    # The same change, clean: committed, every hook having passed.
+    git(project, "add", "--all")
+    code, output = run_in(project, env, "git", "commit", "-m", "partners")
+    assert code == 0, output
+    for name in ("no conflict markers", "ruff check", "ruff format"):
+        assert re.search(rf"^{name}\.+Passed$", output, re.MULTILINE), output
+    assert git(project, "rev-parse", "HEAD") != head
+    assert not git(project, "status", "--porcelain").strip()
