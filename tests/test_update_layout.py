@@ -11,6 +11,8 @@ clone, its release tags and the helpers used here):
 - The generated `.pre-commit-config.yaml`: local hooks only (no hook repository to clone);
   `pre-commit install` makes `git commit` refuse conflict markers and unformatted code, and
   pass a clean commit; `pre-commit run --all-files` passes on a fresh project.
+- tests/release_tags.py (CI's release-tags job) against a clone with the release tags built,
+  then with one tag missing, one on the wrong commit, and one on an unreleased version.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+import release_tags
 import variants as V
 import yaml
-from conftest import Renderer, tail, uv_bin
+from conftest import REPO_ROOT, Renderer, tail, uv_bin
 from test_update import Template, edit, generate, git, template, unmerged, update
 
 __all__ = ["template"]  # the fixture, imported so that pytest sees it here
@@ -238,3 +242,73 @@ def test_pre_commit_refuses_conflict_markers_and_passes_a_clean_commit(
         assert re.search(rf"^{name}\.+Passed$", output, re.MULTILINE), output
     assert git(project, "rev-parse", "HEAD") != head
     assert not git(project, "status", "--porcelain").strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Releases are tags: tests/release_tags.py
+# ---------------------------------------------------------------------------------------------
+def check_tags(repo: Path, *options: str) -> tuple[int, str]:
+    script = REPO_ROOT / "tests" / "release_tags.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--repo", str(repo), *options],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_release_tags_check_passes_when_every_dated_release_is_tagged(
+    template: Template,
+) -> None:
+    repo = template.root
+    dated = [v for v, _, is_dated in release_tags.releases((repo / "CHANGELOG.md").read_text())
+             if is_dated]  # fmt: skip
+    assert len(dated) >= 2, dated
+    # The update tests tag the unreleased version at HEAD; a real repository must not.
+    if template.latest not in dated:
+        git(repo, "tag", "--delete", template.latest)
+
+    code, output = check_tags(repo)
+    assert (code, release_tags.problems(repo)) == (0, []), output
+    assert "every dated release in CHANGELOG.md is tagged" in output
+
+
+@pytest.mark.parametrize("fault", ["missing", "misplaced", "unreleased"])
+def test_release_tags_check_names_a_missing_or_misplaced_tag(
+    template: Template, fault: str
+) -> None:
+    repo = template.root
+    newest, oldest = template.versions[1], template.first  # 0.2.0 and 0.1.0 today
+    assert newest != oldest
+    git(repo, "tag", "--delete", template.latest)  # the unreleased version's harness tag
+    released = git(repo, "rev-parse", f"{newest}^{{commit}}").strip()
+    if fault == "missing":
+        git(repo, "tag", "--delete", oldest)
+        expected = f"{oldest}: no tag; the release commit is "
+    elif fault == "misplaced":
+        git(repo, "tag", "--force", newest, f"{released}~1")
+        expected = f"{newest}: the tag is on "
+    else:
+        git(repo, "tag", template.latest, "HEAD")
+        expected = f"{template.latest}: tagged ("
+
+    code, output = check_tags(repo)
+    assert code == 1, output
+    assert f"release-tags: {expected}" in output
+    assert len(release_tags.problems(repo)) == 1, output
+    if fault == "misplaced":
+        assert f"but {released[:12]} added '## [{newest}] - " in output
+
+
+def test_a_release_pull_request_may_lack_only_the_newest_tag(template: Template) -> None:
+    repo = template.root
+    newest, oldest = template.versions[1], template.first
+    git(repo, "tag", "--delete", template.latest, newest)
+    assert check_tags(repo)[0] == 1
+    assert check_tags(repo, "--allow-untagged-newest") == (
+        0, "release-tags: every dated release in CHANGELOG.md is tagged at its commit\n"
+    )  # fmt: skip
+    git(repo, "tag", "--delete", oldest)
+    code, output = check_tags(repo, "--allow-untagged-newest")
+    assert code == 1
+    assert f"{oldest}: no tag" in output
+    assert f"{newest}:" not in output
