@@ -6,7 +6,7 @@ import asyncio
 import functools
 import importlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -92,30 +92,53 @@ def load_models() -> list[str]:
     return modules
 
 
-def alembic_config(settings: Settings | None = None) -> Config:
-    """Alembic's configuration for this package (what alembic.ini says, without the file)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    if settings is not None:
-        config.attributes["database_url"] = settings.database
-    return config
-
-
 @dataclass(frozen=True, slots=True)
 class Revisions:
-    """What the code's migrations know: every revision id, and the heads to upgrade to."""
+    """What the code's migrations know: the heads to upgrade to, and each revision's ancestry."""
 
     heads: frozenset[str]
-    known: frozenset[str]
+    #: Every revision the code knows -> itself and every revision it needs applied first
+    #: (down revisions and `depends_on`, transitively).
+    lineage: dict[str, frozenset[str]]
+
+    def applied_with(self, applied: frozenset[str]) -> frozenset[str]:
+        """Every revision in effect when `applied` is what Alembic's version table holds.
+
+        The table keeps only the tips: a revision that another applied one descends from or
+        depends on (the template's head, once your branch depends on it) is not listed.
+        """
+        return frozenset().union(*(self.lineage.get(revision, {revision}) for revision in applied))
 
 
 @functools.cache
-def code_revisions() -> Revisions:
-    scripts = ScriptDirectory.from_config(alembic_config())
-    return Revisions(
-        heads=frozenset(scripts.get_heads()),
-        known=frozenset(script.revision for script in scripts.walk_revisions()),
-    )
+def code_revisions(directory: Path = MIGRATIONS_DIR) -> Revisions:
+    config = Config()
+    config.set_main_option("script_location", str(directory))
+    scripts = ScriptDirectory.from_config(config)
+    needs = {
+        script.revision: {
+            needed.revision
+            for name in (*_names(script.down_revision), *_names(script.dependencies))
+            if (needed := scripts.get_revision(name)) is not None
+        }
+        for script in scripts.walk_revisions()
+    }
+    lineage: dict[str, frozenset[str]] = {}
+
+    def walk(revision: str) -> frozenset[str]:
+        if revision not in lineage:
+            lineage[revision] = frozenset({revision}).union(*map(walk, needs[revision]))
+        return lineage[revision]
+
+    for revision in needs:
+        walk(revision)
+    return Revisions(heads=frozenset(scripts.get_heads()), lineage=lineage)
+
+
+def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +152,13 @@ class SchemaState:
     def current(self) -> bool:
         # A revision the code does not know is a newer release's (applied before a rolling
         # deploy replaces this process): its schema is meant to serve this code too.
-        return self.code.heads <= self.applied or bool(self.applied - self.code.known)
+        if self.applied - self.code.lineage.keys():
+            return True
+        return self.code.heads <= self.code.applied_with(self.applied)
 
     def describe(self) -> str:
         at = ", ".join(sorted(self.applied)) or "no revision (not migrated)"
-        needs = ", ".join(sorted(self.code.heads))
+        needs = ", ".join(sorted(self.code.heads - self.code.applied_with(self.applied)))
         return f"database schema at {at}, code needs {needs}: run `{COMMAND} migrate`"
 
 
@@ -282,4 +307,7 @@ def migrate(settings: Settings, revision: str = "heads") -> None:
     """
     if settings.database_is_embedded:
         Path(settings.database.database or ".").parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(settings), revision)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = settings.database
+    command.upgrade(config, revision)
