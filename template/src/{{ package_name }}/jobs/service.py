@@ -127,8 +127,7 @@ async def execute(sessions: Sessions, job_id: str, policy: RetryPolicy) -> Outco
             if not await _mark_succeeded(session, job_id, attempt, result):
                 raise _Superseded
     except _Superseded:
-        logger.warning("job result discarded: it was re-run elsewhere", extra=log)
-        return Outcome(None)
+        return _superseded(log)
     except asyncio.CancelledError:
         # Shutdown: hand the job back so the next delivery starts it afresh.
         await asyncio.shield(_release(sessions, job_id, attempt))
@@ -137,15 +136,24 @@ async def execute(sessions: Sessions, job_id: str, policy: RetryPolicy) -> Outco
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         if attempt >= policy.max_attempts:
+            if not await _finish_failed(sessions, job_id, attempt, error):
+                return _superseded(log)
             logger.exception("job failed", extra=log)
-            await _finish_failed(sessions, job_id, attempt, error)
             return Outcome(JobState.FAILED)
         delay = policy.delay(attempt)
+        if not await _retry_later(sessions, job_id, attempt, error, delay):
+            # A slow attempt failing after the sweeper re-ran the job (often because the rerun's
+            # effect already exists): the rerun's outcome stands.
+            return _superseded(log)
         logger.warning("job attempt failed; retrying", extra={**log, "error": error, "in": delay})
-        await _retry_later(sessions, job_id, attempt, error, delay)
         return Outcome(JobState.PENDING, retry_in=delay)
     logger.info("job succeeded", extra=log)
     return Outcome(JobState.SUCCEEDED)
+
+
+def _superseded(log: dict[str, Any]) -> Outcome:
+    logger.warning("job result discarded: it was re-run elsewhere", extra=log)
+    return Outcome(None)
 
 
 async def _claim(session: AsyncSession, job_id: str) -> tuple[str, dict[str, Any], int] | None:
@@ -183,26 +191,30 @@ async def _mark_succeeded(
     return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
-async def _finish_failed(sessions: Sessions, job_id: str, attempt: int, error: str) -> None:
+async def _finish_failed(sessions: Sessions, job_id: str, attempt: int, error: str) -> bool:
+    """Record the failure; False when this delivery no longer holds the job."""
     async with sessions.begin() as session:
-        await session.execute(
+        done = await session.execute(
             _holding_claim(job_id, attempt).values(
                 state=JobState.FAILED, error=error, finished_at=utcnow()
             )
         )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
 async def _retry_later(
     sessions: Sessions, job_id: str, attempt: int, error: str, delay: float
-) -> None:
+) -> bool:
+    """Hand the job back for a later attempt; False when this delivery no longer holds it."""
     async with sessions.begin() as session:
-        await session.execute(
+        done = await session.execute(
             _holding_claim(job_id, attempt).values(
                 state=JobState.PENDING,
                 error=error,
                 available_at=utcnow() + timedelta(seconds=delay),
             )
         )
+    return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
 async def _release(sessions: Sessions, job_id: str, attempt: int) -> None:
