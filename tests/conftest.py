@@ -35,10 +35,12 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import tomllib
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,6 +432,32 @@ def service_urls() -> dict[str, str]:
     urls = {app: os.environ[test] for app, test in SERVICE_ENV.items()}
     urls["REDIS_URL"] = _redis_db_for_worker(urls["REDIS_URL"])
     return urls
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on ``server_url``'s server (its URL), dropped after.
+
+    The database ``server_url`` names is only connected to, to create and drop the new one.
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    psql = ["psql", server_url, "-v", "ON_ERROR_STOP=1", "-qc"]
+    subprocess.run([*psql, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+    try:
+        yield server_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        subprocess.run(
+            [*psql, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+            check=False,
+            capture_output=True,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

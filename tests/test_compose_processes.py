@@ -12,10 +12,8 @@ import contextlib
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import httpx
 import pytest
 import variants as V
 import yaml
-from conftest import Renderer, SharedVenvs, project_env, tail
+from conftest import Renderer, SharedVenvs, free_port, fresh_database, project_env, tail
 
 VARIANT = next(v for v in V.covering_set() if v.python == "3.11" and v.queue != "none")
 READY_TIMEOUT = 60
@@ -33,23 +31,11 @@ READY_TIMEOUT = 60
 NOT_ON_THIS_MACHINE = {"MEMGRAPH_URL"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def database(service_urls: dict[str, str]) -> Iterator[str]:
     """A fresh PostgreSQL database on the test server, dropped afterwards."""
-    server = service_urls["DATABASE_URL"]
-    name = f"compose_{uuid.uuid4().hex[:10]}"
-    psql = ["psql", server, "-v", "ON_ERROR_STOP=1", "-qc"]
-    subprocess.run([*psql, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
-    try:
-        yield server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        subprocess.run([*psql, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=False)
+    with fresh_database(service_urls["DATABASE_URL"], "compose") as url:
+        yield url
 
 
 @pytest.mark.generated
