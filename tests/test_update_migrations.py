@@ -86,7 +86,19 @@ class Gadget(Base):
     label: Mapped[str] = mapped_column(String(100))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 '''
-# The synthetic next release's template revision.
+# The synthetic next release's template model and revision.
+NEXT_TEMPLATE_MODEL = '''"""Audit notes: a table a later template release adds."""
+
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..db import Base
+
+
+class AuditNote(Base):
+    __tablename__ = "audit_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+'''
 NEXT_TEMPLATE_REVISION = '''"""Audit notes: a table a later template release adds.
 
 Revision ID: 0099
@@ -246,8 +258,11 @@ def test_own_migrations_and_rows_survive_updates_across_releases(
     project.commit("gadgets")
 
     # A next release that ships a template revision of its own, after 0003.
-    versions = template.root / "template" / "src" / "{{ package_name }}" / "migrations"
-    (versions / "versions" / "0099_audit_notes.py").write_text(NEXT_TEMPLATE_REVISION)
+    package = template.root / "template" / "src" / "{{ package_name }}"
+    (package / "migrations" / "versions" / "0099_audit_notes.py").write_text(NEXT_TEMPLATE_REVISION)
+    (package / "audit").mkdir()
+    (package / "audit" / "__init__.py").write_text('"""Audit notes."""\n')
+    (package / "audit" / "models.py").write_text(NEXT_TEMPLATE_MODEL)
     template.release("99.0.0")
     update(root, data=answers, vcs_ref="99.0.0")
     assert not unmerged(root), git(root, "status", "--porcelain")
