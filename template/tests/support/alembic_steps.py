@@ -4,8 +4,9 @@
 
 STEPS_JSON is a list of steps: ["upgrade", target], ["downgrade", target],
 ["revision", message] (with --autogenerate), ["heads"], ["write", path, text] (a file a user
-adds between two commands). The last line of output is a JSON list with one value per step:
-a revision's path and text, the heads as `alembic heads` lists them, or null.
+adds between two commands), ["tables"] (the database's tables) and ["schema"] (what
+readiness says of the database: current or not, and why). The last line of output is a JSON
+list with one value per step.
 
 One process instead of one per command: importing SQLAlchemy, Alembic and the package costs
 more than the commands. `migrations/env.py` loads the models on every command, so a model
@@ -14,6 +15,7 @@ module written by a "write" step counts from the next command on.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import sys
@@ -23,10 +25,14 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 
 def run(config: Config, step: list[str]) -> Any:
     kind, *args = step
+    if kind in {"tables", "schema"}:
+        return asyncio.run(inspect_database(config, kind))
     if kind == "upgrade":
         command.upgrade(config, args[0])
     elif kind == "downgrade":
@@ -52,6 +58,24 @@ def run(config: Config, step: list[str]) -> Any:
     else:
         raise SystemExit(f"unknown step {kind!r}")
     return None
+
+
+async def inspect_database(config: Config, kind: str) -> Any:
+    # The package whose migrations these are, as env.py imports it.
+    package = Path(config.get_main_option("script_location") or "").parent.name
+    db = importlib.import_module(f"{package}.db")
+    settings = importlib.import_module(f"{package}.settings")
+    engine = create_async_engine(settings.Settings().database)
+    try:
+        async with engine.connect() as connection:
+            if kind == "tables":
+                return sorted(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+            rows = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            applied = frozenset(row[0] for row in rows)
+    finally:
+        await engine.dispose()
+    state = db.SchemaState(applied, db.code_revisions(db.MIGRATIONS_DIR))
+    return {"current": state.current, "describe": state.describe()}
 
 
 def main() -> None:
