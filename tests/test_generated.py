@@ -8,14 +8,19 @@ version, in the shared venv for that version (conftest.py), with PYTHONPATH=<pro
   SQLite, in-memory cache and in-process queue stand in for the services;
 - the project's tests against the real services: DATABASE_URL=$TEST_DATABASE_URL, ... .
 
-pytest's exit code must be 0; exit code 5 (no test collected) is a failure too.
+pytest's exit code must be 0; exit code 5 (no test collected) is a failure too. In the
+real-services run a test skipped for want of a service it was given fails the run too: its
+reason (pytest's -ra summary) names one of the URLs set, or says a service is not configured
+or not reachable. Checked here rather than in each generated skip, so a skip a project adds
+later is covered as well.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -28,6 +33,20 @@ SUITE_TIMEOUT = float(os.environ.get("GENERATED_SUITE_TIMEOUT", 300))
 TEST_TIMEOUT = float(os.environ.get("GENERATED_TEST_TIMEOUT", 60))
 MYPY_TIMEOUT = float(os.environ.get("GENERATED_MYPY_TIMEOUT", 600))
 
+# The `slow` tests (jobs in a real worker or `serve` process, outages under load, worker
+# restarts, the SIGTERM drain) run for one variant per queue backend: the code they exercise
+# differs by backend, and they take a minute or two per variant.
+SLOW_VARIANTS = {
+    next(v.id for v in COVERING if v.flavor.startswith(flavor) and v.queue == queue)
+    for flavor, queue in [
+        ("fintech", "celery_redis"),
+        ("graph_rag", "celery_rabbitmq"),
+        ("graph_rag", "arq"),
+        ("fintech", "none"),
+    ]
+}
+
+
 PYTEST_EXIT = {
     0: "all tests passed",
     1: "tests failed",
@@ -38,12 +57,51 @@ PYTEST_EXIT = {
 }
 
 
+# "SKIPPED [1] tests/test_cache.py:229: REDIS_URL is not set" in pytest's -ra summary.
+_SKIP_LINE = re.compile(r"^SKIPPED \[\d+\] (?P<where>\S+): (?P<reason>.*)$", re.MULTILINE)
+_URL_SETTING = re.compile(r"\b[A-Z][A-Z0-9_]*_URL\b")
+_MISSING_SERVICE = re.compile(
+    r"not (set|configured|reachable|running)|unreachable|no broker|cannot connect", re.IGNORECASE
+)
+
+
+def skips_for_given_services(output: str, services: Mapping[str, str]) -> list[str]:
+    """The skip lines whose reason is a missing service, when `services` were all given.
+
+    A reason that names a setting (`MEMGRAPH_URL is not set`) counts only if that setting was
+    given: a service this machine cannot run is a legitimate skip.
+    """
+    found = []
+    for match in _SKIP_LINE.finditer(output):
+        reason = match.group("reason")
+        named = set(_URL_SETTING.findall(reason))
+        missing = bool(named & services.keys()) if named else bool(_MISSING_SERVICE.search(reason))
+        if services and missing:
+            found.append(match.group(0))
+    return found
+
+
+def test_a_skip_for_a_service_that_was_given_is_caught() -> None:
+    output = (
+        "SKIPPED [1] tests/test_cache.py:229: REDIS_URL is not set\n"
+        "SKIPPED [1] tests/test_jobs.py:341: no broker configured: jobs run in-process\n"
+        "SKIPPED [2] tests/test_semantic.py:10: the semantic extra is not installed\n"
+        "SKIPPED [1] tests/test_graph_contract.py:103: MEMGRAPH_URL is not set: no Memgraph\n"
+    )
+    given = {"DATABASE_URL": "postgresql://x", "REDIS_URL": "redis://x"}
+    assert skips_for_given_services(output, given) == output.splitlines()[:2]
+    assert skips_for_given_services(output, {}) == []
+
+
 def _params() -> list[pytest.ParameterSet]:
     # One xdist group per variant: its three tests share one worker, so one render.
     return [pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id)) for v in COVERING]
 
 
-def _run_suite(project: Path, venv: Path, extra_env: dict[str, str], label: str) -> None:
+def _run_suite(
+    project: Path, venv: Path, extra_env: dict[str, str], label: str, *, marker: str = ""
+) -> None:
+    """The project's suite; with `marker`, the tests so marked (the plain run leaves them out)."""
     env = project_env(project, venv, extra_env)
     # --timeout (pytest-timeout, added to the shared venvs by conftest.py) fails a hung test
     # with its stack instead of losing the whole run to SUITE_TIMEOUT.
@@ -55,6 +113,7 @@ def _run_suite(project: Path, venv: Path, extra_env: dict[str, str], label: str)
         "-p",
         "no:cacheprovider",
         f"--timeout={TEST_TIMEOUT:.0f}",
+        *(["-m", marker] if marker else []),
     ]
     services = " ".join(f"{k}={v}" for k, v in extra_env.items())
     hint = (
@@ -64,6 +123,13 @@ def _run_suite(project: Path, venv: Path, extra_env: dict[str, str], label: str)
         f"--timeout={TEST_TIMEOUT:.0f}\n"
     )
     out = run(cmd, cwd=project, env=env, timeout=SUITE_TIMEOUT, hint=hint)
+    skipped = skips_for_given_services(out.stdout, extra_env)
+    if skipped:
+        pytest.fail(
+            f"{label}: tests skipped for want of a service they were given ({services}):\n"
+            + "\n".join(skipped),
+            pytrace=False,
+        )
     if out.returncode != 0:
         meaning = PYTEST_EXIT.get(out.returncode, "unexpected exit code")
         pytest.fail(
@@ -132,7 +198,11 @@ def test_suite_real_services(
     work_copy: Callable[[Path], Path],
     service_urls: dict[str, str],
 ) -> None:
-    """DATABASE_URL, REDIS_URL, RABBITMQ_URL point at the real PostgreSQL, Redis, RabbitMQ."""
+    """DATABASE_URL, REDIS_URL, RABBITMQ_URL point at the real PostgreSQL, Redis, RabbitMQ;
+    then, for one variant per queue backend (SLOW_VARIANTS), the `slow` tests, as the
+    project's CI runs them."""
     venv = shared_venv(variant.python)
     project = work_copy(render(variant))
     _run_suite(project, venv, service_urls, f"{variant.id} (real services)")
+    if variant.id in SLOW_VARIANTS:
+        _run_suite(project, venv, service_urls, f"{variant.id} (slow)", marker="slow")

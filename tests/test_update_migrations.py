@@ -102,7 +102,7 @@ class AuditNote(Base):
 NEXT_TEMPLATE_REVISION = '''"""Audit notes: a table a later template release adds.
 
 Revision ID: 0099
-Revises: 0003
+Revises: 0004
 """
 
 from collections.abc import Sequence
@@ -111,7 +111,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0099"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -230,7 +230,7 @@ def test_own_migrations_and_rows_survive_updates_across_releases(
     project.migrate()
     project.sql("INSERT INTO widgets (id, name) VALUES (1, 'sprocket'), (2, 'flange')")
 
-    # To HEAD: the template's 0003 arrives beside the project's revision; migrate applies it.
+    # To HEAD: the template's 0003 and 0004 join the project's revision; migrate applies them.
     update(root, data=answers, vcs_ref="HEAD")
     assert not unmerged(root), git(root, "status", "--porcelain")
     project.commit("update to HEAD")
@@ -257,7 +257,7 @@ def test_own_migrations_and_rows_survive_updates_across_releases(
     )
     project.commit("gadgets")
 
-    # A next release that ships a template revision of its own, after 0003.
+    # A next release that ships a template revision of its own, after the fintech flavor's last.
     package = template.root / "template" / "src" / "{{ package_name }}"
     (package / "migrations" / "versions" / "0099_audit_notes.py").write_text(NEXT_TEMPLATE_REVISION)
     (package / "audit").mkdir()

@@ -7,6 +7,7 @@ import functools
 import importlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,13 +34,16 @@ from .errors import (
     ServiceUnavailableError,
     describe_error,
     is_schema_error,
+    is_unavailable,
 )
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
 
 # What a driver raises when the server cannot be reached. asyncpg raises plain OSError and
-# TimeoutError while connecting; SQLAlchemy wraps what happens on an open connection.
+# TimeoutError while connecting; SQLAlchemy wraps what happens on an open connection. Not all:
+# a server error such as "the database system is starting up" is a plain DBAPIError, so to
+# tell an outage from a bug use `is_unavailable` (errors.py), or `Database.session()`.
 CONNECTION_ERRORS = (
     OSError,
     TimeoutError,
@@ -178,6 +182,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
     embedded = url.get_backend_name() == "sqlite"
     # asyncpg: seconds to connect. sqlite3: seconds a writer waits for the write lock.
     timeout = settings.db_pool_timeout if embedded else settings.db_connect_timeout
+    connect_args: dict[str, Any] = {"timeout": timeout}
+    if not embedded:
+        # The server cancels a statement that runs too long or waits too long for a lock (one
+        # user's burst of trades queued on their portfolio's row must not hold the pool); the
+        # client stops waiting for a server that hangs (accepts and never answers).
+        connect_args["command_timeout"] = settings.db_statement_timeout
+        connect_args["server_settings"] = {
+            "statement_timeout": f"{round(settings.db_statement_timeout * 1000)}ms",
+            "lock_timeout": f"{round(settings.db_lock_timeout * 1000)}ms",
+        }
     engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
@@ -187,7 +201,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=-1 if embedded else settings.db_pool_recycle,
         pool_timeout=settings.db_pool_timeout,
         echo=settings.db_echo,
-        connect_args={"timeout": timeout},
+        connect_args=connect_args,
     )
     if embedded:
         _configure_sqlite(engine)
@@ -229,6 +243,29 @@ class Database:
         if self._sessions is None:
             raise RuntimeError("the database is not open")
         return self._sessions
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose database failures raise the 503 a client should get (`translate`).
+
+        Use it wherever a request opens a session of its own (`get_session` does): code that
+        opens `sessions()` directly lets an outage through as whatever the driver raised.
+        """
+        async with self.translating(), self.sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def translating(self) -> AsyncIterator[None]:
+        """Raise the 503 for an outage or a missing schema inside the block; anything else as is."""
+        try:
+            yield
+        except Exception as exc:
+            if not (is_unavailable(exc) or is_schema_error(exc)):
+                raise
+            error = await self.translate(exc)
+            # The cause goes to the log; the client learns what to do about it.
+            logger.warning("%s: %s", error.code, describe_error(exc))
+            raise error from exc
 
     async def open(self) -> None:
         engine = create_engine(self._settings)
@@ -286,15 +323,8 @@ class Database:
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, closed when the response is done."""
     database: Database = request.app.state.database
-    async with database.sessions() as session:
-        try:
-            yield session
-        except CONNECTION_ERRORS as exc:
-            raise await database.translate(exc) from exc
-        except sa_exc.ProgrammingError as exc:
-            if not is_schema_error(exc):
-                raise
-            raise await database.translate(exc) from exc
+    async with database.session() as session:
+        yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -106,6 +106,47 @@ def is_schema_error(exc: BaseException) -> bool:
     return str(exc.orig).startswith(("no such table", "no such column"))
 
 
+# SQLSTATEs that say the server cannot serve now, not that the statement is wrong: class 08
+# (connection lost or refused), 53 (out of connections, memory or disk), 57P01-57P05 (shut
+# down, crashed, "the database system is starting up"), 57014 (statement_timeout) and 55P03
+# (lock_timeout).
+_UNAVAILABLE_CLASSES = ("08", "53", "57P")
+_UNAVAILABLE_STATES = frozenset({"57014", "55P03"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True for a database failure a retry can cure: the server is down, starting, hung or busy.
+
+    Drivers report these many ways: asyncpg raises `OSError` subclasses and `TimeoutError`
+    while connecting, SQLAlchemy wraps what fails on an open connection (a server error such as
+    "the database system is starting up" arrives as a plain `DBAPIError` carrying its SQLSTATE),
+    so the whole chain of causes is searched.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            OSError
+            | TimeoutError
+            | sa_exc.TimeoutError
+            | sa_exc.OperationalError
+            | sa_exc.InterfaceError,
+        ):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        state = getattr(current, "sqlstate", None)
+        if isinstance(state, str) and (
+            state.startswith(_UNAVAILABLE_CLASSES) or state in _UNAVAILABLE_STATES
+        ):
+            return True
+        orig = current.orig if isinstance(current, sa_exc.DBAPIError) else None
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
+
+
 def describe_error(exc: BaseException) -> str:
     """A database error for a log line: the driver's message, never the statement's SQL."""
     cause = exc.orig if isinstance(exc, sa_exc.StatementError) and exc.orig else exc
@@ -164,9 +205,16 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 def _database_error(database: Database) -> Any:
     async def handler(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, sa_exc.ProgrammingError) and not is_schema_error(exc):
-            raise exc  # a bug in a statement, not the database's state: a plain 500
-        error = await database.translate(exc)
+        if not (is_unavailable(exc) or is_schema_error(exc)):
+            raise exc  # a bug in a statement or the code, not the database's state: a plain 500
+        if isinstance(exc, sa_exc.SQLAlchemyError):
+            error = await database.translate(exc)
+        else:  # a bare network error: most likely the database's, but it does not say
+            error = ServiceUnavailableError(
+                "a dependency is unavailable; retry later",
+                retry_after=database.retry_after,
+                code="dependency_unavailable",
+            )
         # The cause goes to the log; the client learns what to do about it.
         logger.error("%s: %s", error.code, describe_error(exc))
         return await _app_error(request, error)
@@ -178,13 +226,9 @@ def install_error_handlers(app: FastAPI, database: Database) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    # Lost connections, failed reconnects, an exhausted pool and a schema that is not migrated,
-    # wherever they surface.
+    # Lost connections, failed reconnects, a server starting up or hung, an exhausted pool and
+    # a schema that is not migrated, wherever they surface (`Database.session()` translates
+    # them where it is used; these catch code that opens `database.sessions()` itself).
     database_error = _database_error(database)
-    for error in (
-        sa_exc.OperationalError,
-        sa_exc.InterfaceError,
-        sa_exc.TimeoutError,
-        sa_exc.ProgrammingError,
-    ):
+    for error in (sa_exc.DBAPIError, sa_exc.TimeoutError, OSError, TimeoutError):
         app.add_exception_handler(error, database_error)

@@ -8,6 +8,7 @@ headers are edited as the raw ASGI list of (lowercase name, value) byte pairs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -83,6 +84,17 @@ class RequestContextMiddleware:
             if response_started:
                 raise  # Too late for a clean answer; the server closes the connection.
             await self._internal_error(send_with_context, request_id)
+        except asyncio.CancelledError:
+            # The server cancels what still runs when its shutdown's drain window
+            # (GRACEFUL_SHUTDOWN_SECONDS) ends. This is the request's outermost layer, and its
+            # task ends here either way: answer a 503 to retry elsewhere, not uvicorn's 500.
+            if response_started:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            logger.warning("request cut short by shutdown", extra={"path": scope["path"]})
+            await self._shutting_down(send_with_context, request_id)
         finally:
             duration = time.perf_counter() - started
             route = _route_template(scope)
@@ -130,6 +142,32 @@ class RequestContextMiddleware:
                 "headers": [
                     (b"content-type", b"application/problem+json"),
                     (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _shutting_down(send: Send, request_id: str) -> None:
+        body = orjson.dumps(
+            {
+                "type": "about:blank",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": "the server is shutting down; retry the request",
+                "code": "shutting_down",
+                "request_id": request_id,
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", b"1"),
+                    (b"connection", b"close"),
                 ],
             }
         )

@@ -12,6 +12,12 @@ before the limit), else the client address. That address is the one uvicorn deri
 X-Forwarded-For only when the direct peer is in FORWARDED_ALLOW_IPS (addresses or CIDRs), so
 a client cannot pick a fresh identity by sending its own X-Forwarded-For header.
 
+When the storage is down (errors, timeouts), RATE_LIMIT_FAIL_OPEN decides: serve the request
+unchecked, counted in `rate_limit_fail_open_total`, or answer 503. Waiting for the storage is
+not an outage: with `max_concurrent_checks` (Redis: one per limiter connection) a burst
+queues for a turn, and only a request that waited `wait_timeout` in vain is refused (503,
+`rate_limit_busy`), never served unchecked.
+
 Every limited response carries X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset
 (seconds until a request is allowed again); a 429 also carries Retry-After. An endpoint that
 returns a `Response` itself must copy those headers: FastAPI merges them only into responses
@@ -20,9 +26,11 @@ it builds.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -58,6 +66,8 @@ class RateLimiter:
         *,
         retry_after: float = 1.0,
         warning_interval: float = 60.0,
+        max_concurrent_checks: int | None = None,
+        wait_timeout: float = 5.0,
     ) -> None:
         # Parsed once: a typo in a limit fails start-up, not the first request.
         self.default = parse(settings.rate_limit_default)
@@ -65,6 +75,10 @@ class RateLimiter:
         self.fail_open = settings.rate_limit_fail_open
         self._storage_factory = storage
         self._limiter: MovingWindowRateLimiter | None = None
+        self._turns = (
+            None if max_concurrent_checks is None else asyncio.Semaphore(max_concurrent_checks)
+        )
+        self.wait_timeout = wait_timeout
         self.outage = Outage(
             "rate-limit storage unavailable; "
             + ("serving requests unlimited" if self.fail_open else "answering 503"),
@@ -80,6 +94,12 @@ class RateLimiter:
         self.errors = Counter(
             "rate_limit_errors_total",
             "Storage errors while checking a limit.",
+            registry=metrics.registry,
+        )
+        self.served_unchecked = Counter(
+            "rate_limit_fail_open_total",
+            "Requests served without a limit check because the storage was down, by route name.",
+            ("route",),
             registry=metrics.registry,
         )
 
@@ -99,14 +119,17 @@ class RateLimiter:
             raise RuntimeError("the rate limiter is not open")
         item = self.limit(route)
         if self.outage.backing_off:
-            return self._unchecked()
-        try:
-            allowed = await self._limiter.hit(item, route, identity)
-            reset_at, remaining = await self._limiter.get_window_stats(item, route, identity)
-        except Exception as exc:  # any storage failure: the setting decides, never a 500
-            self.errors.inc()
-            self.outage.failed(exc)
-            return self._unchecked()
+            return self._unchecked(route)
+        async with self._turn():
+            if self.outage.backing_off:  # began while this request waited: do not try again
+                return self._unchecked(route)
+            try:
+                allowed = await self._limiter.hit(item, route, identity)
+                reset_at, remaining = await self._limiter.get_window_stats(item, route, identity)
+            except Exception as exc:  # any storage failure: the setting decides, never a 500
+                self.errors.inc()
+                self.outage.failed(exc)
+                return self._unchecked(route)
         self.outage.succeeded()
         reset = max(math.ceil(reset_at - time.time()), 0)
         headers = {
@@ -122,8 +145,29 @@ class RateLimiter:
             )
         return headers
 
-    def _unchecked(self) -> dict[str, str]:
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One of the storage's connections, waited for: contention is not an outage."""
+        if self._turns is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self.wait_timeout):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise ServiceUnavailableError(
+                "too many requests are waiting for a rate-limit check; retry later",
+                retry_after=1,
+                code="rate_limit_busy",
+            ) from None
+        try:
+            yield
+        finally:
+            self._turns.release()
+
+    def _unchecked(self, route: str) -> dict[str, str]:
         if self.fail_open:
+            self.served_unchecked.labels(route).inc()
             return {}
         raise ServiceUnavailableError(
             "rate limiting is unavailable; retry later",

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
@@ -131,7 +132,12 @@ class FailureLog:
     The first failure is logged at once; while it goes on, one line at most every `interval`
     seconds says how many rounds failed since; the first success after it is logged once. The
     line carries the driver's message, never a statement's SQL.
+
+    Readiness too: the loop's resource calls `check()` from its own, which says "degraded",
+    with the time of the last success, once `STALLED_AFTER` rounds in a row have failed.
     """
+
+    STALLED_AFTER = 3
 
     def __init__(self, logger: logging.Logger, message: str, interval: float = 60.0) -> None:
         self._logger = logger
@@ -140,6 +146,8 @@ class FailureLog:
         self._failing_since: float | None = None
         self._logged_at = float("-inf")
         self._unlogged = 0
+        self._failures_in_a_row = 0
+        self.last_success: datetime | None = None
 
     @property
     def failing(self) -> bool:
@@ -147,6 +155,7 @@ class FailureLog:
 
     def failed(self, exc: BaseException) -> None:
         now = time.monotonic()
+        self._failures_in_a_row += 1
         if self._failing_since is None:
             self._failing_since = now
         if now - self._logged_at < self._interval:
@@ -168,6 +177,19 @@ class FailureLog:
                 extra={"failed_for_seconds": round(time.monotonic() - self._failing_since)},
             )
         self._failing_since, self._logged_at, self._unlogged = None, float("-inf"), 0
+        self._failures_in_a_row = 0
+        self.last_success = datetime.now(UTC)
+
+    def check(self) -> None:
+        """Raise `Degraded` while the loop is stalled: STALLED_AFTER failed rounds in a row."""
+        if self._failures_in_a_row < self.STALLED_AFTER or self._failing_since is None:
+            return
+        failing_for = time.monotonic() - self._failing_since
+        last = "never" if self.last_success is None else self.last_success.isoformat()
+        raise Degraded(
+            f"{self._message}: {self._failures_in_a_row} rounds failed in {failing_for:.0f} s; "
+            f"last succeeded at {last}"
+        )
 
 
 async def stop_task(task: asyncio.Task[None] | None) -> None:

@@ -40,6 +40,10 @@ class Sweeper:
         await stop_task(self._task)
         self._task = None
 
+    async def check(self) -> None:
+        """Readiness: degraded (still ready) while sweeps keep failing."""
+        self._failures.check()
+
     async def _sweep_forever(self) -> None:
         while True:
             try:

@@ -70,7 +70,7 @@ async def authenticated_user(request: Request) -> int:
     settings: Settings = request.app.state.settings
 
     async def load() -> int:
-        async with database.sessions() as session:
+        async with database.session() as session:
             user_id = await session.scalar(select(ApiToken.user_id).where(ApiToken.digest == key))
         if user_id is None:
             raise _UnknownTokenError  # not cached: a later issued token must work at once

@@ -129,6 +129,7 @@ class MarketData:
         """Readiness: degraded (still ready) while prices cannot be read; the last ones serve."""
         if self.snapshot.version < 0:
             raise Degraded("no prices loaded yet (database not migrated or unreachable)")
+        self._failures.check()
         age = time.monotonic() - self._checked_at
         if age > max(10 * self._settings.market_data_refresh_seconds, 30.0):
             raise Degraded(f"prices last checked {age:.0f} s ago; serving the last ones")

@@ -129,6 +129,10 @@ class Portfolio(Base):
     currency: Mapped[str] = mapped_column(String(3))
     cash: Mapped[Decimal] = mapped_column(money())
 
+    # Also in the schema (revision 0004): no code path may leave a portfolio overdrawn. The
+    # CAST is for SQLite, where amounts are text.
+    __table_args__ = (CheckConstraint("CAST(cash AS NUMERIC) >= 0", name="cash_not_negative"),)
+
 
 class Holding(Base):
     __tablename__ = "holdings"
@@ -140,7 +144,10 @@ class Holding(Base):
     # What the quantity held cost, fees included (average-cost method).
     cost_basis: Mapped[Decimal] = mapped_column(money())
 
-    __table_args__ = (UniqueConstraint("portfolio_id", "instrument_id"),)
+    __table_args__ = (
+        UniqueConstraint("portfolio_id", "instrument_id"),
+        CheckConstraint("CAST(quantity AS NUMERIC) >= 0", name="quantity_not_negative"),
+    )
 
 
 class Trade(Base):

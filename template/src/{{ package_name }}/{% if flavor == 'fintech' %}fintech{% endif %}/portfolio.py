@@ -126,7 +126,7 @@ async def get_portfolio(
     version = market_data_of(request).price_version
 
     async def load() -> PortfolioView:
-        async with database.sessions() as session:
+        async with database.session() as session:
             return await load_portfolio(session, user_id, version)
 
     return await cache_of(request).get_or_load(

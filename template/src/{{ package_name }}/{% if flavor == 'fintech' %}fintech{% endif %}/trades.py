@@ -223,7 +223,7 @@ async def book_trade(
     idempotency_key: str | None,
 ) -> Booked:
     request_digest = hashlib.sha256(order.model_dump_json().encode()).digest()
-    async with _process_lock(database), database.sessions() as session:
+    async with _process_lock(database), database.session() as session:
         portfolio = await lock_portfolio(session, user_id)
         if portfolio is None:
             raise NotFoundError(f"user {user_id} has no portfolio")

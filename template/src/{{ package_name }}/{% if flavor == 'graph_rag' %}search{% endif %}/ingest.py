@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 from sqlalchemy import Table, insert
 
-from ..db import CONNECTION_ERRORS, Database
+from ..db import Database
 from ..errors import AppError
 from ..jobs.service import Jobs
 from ..ratelimit import rate_limit
@@ -111,41 +111,38 @@ class Ingestor:
         """Insert the documents and their graph, record one embedding job: one transaction."""
         extractions = await asyncio.to_thread(self._extract, documents)
         now = datetime.now(UTC)
-        try:
-            async with self._database.sessions() as session:
-                # PostgreSQL returns the ids in parameter order from batched statements. SQLite
-                # would need one INSERT per row for that; batched, it gives each new row the
-                # largest rowid so far plus one (sqlite.org/autoinc.html), so the ids come in
-                # parameter order once sorted.
-                postgres = session.get_bind().dialect.name == "postgresql"
-                result = await session.execute(
-                    insert(DOCUMENTS).returning(DOCUMENTS.c.id, sort_by_parameter_order=postgres),
-                    [
-                        {
-                            "title": d.title,
-                            "text": d.text,
-                            "metadata": d.metadata,
-                            "tags": d.tags,
-                            "created_at": now,
-                        }
-                        for d in documents
-                    ],
-                )
-                ids = [int(i) for i in result.scalars()]
-                if not postgres:
-                    ids.sort()
-                await self._graph.add(
-                    session,
-                    [DocumentGraph(i, e) for i, e in zip(ids, extractions, strict=True)],
-                )
-                # Commits the documents, the graph and the job together.
-                job = await self._jobs.submit(
-                    session,
-                    EMBED_JOB,
-                    {"document_ids": ids, "embedder": self.settings.embedder},
-                )
-        except CONNECTION_ERRORS as exc:
-            raise await self._database.translate(exc) from exc
+        async with self._database.session() as session:
+            # PostgreSQL returns the ids in parameter order from batched statements. SQLite
+            # would need one INSERT per row for that; batched, it gives each new row the
+            # largest rowid so far plus one (sqlite.org/autoinc.html), so the ids come in
+            # parameter order once sorted.
+            postgres = session.get_bind().dialect.name == "postgresql"
+            result = await session.execute(
+                insert(DOCUMENTS).returning(DOCUMENTS.c.id, sort_by_parameter_order=postgres),
+                [
+                    {
+                        "title": d.title,
+                        "text": d.text,
+                        "metadata": d.metadata,
+                        "tags": d.tags,
+                        "created_at": now,
+                    }
+                    for d in documents
+                ],
+            )
+            ids = [int(i) for i in result.scalars()]
+            if not postgres:
+                ids.sort()
+            await self._graph.add(
+                session,
+                [DocumentGraph(i, e) for i, e in zip(ids, extractions, strict=True)],
+            )
+            # Commits the documents, the graph and the job together.
+            job = await self._jobs.submit(
+                session,
+                EMBED_JOB,
+                {"document_ids": ids, "embedder": self.settings.embedder},
+            )
         return ids, job.id
 
     def _extract(self, documents: Sequence[DocumentIn]) -> list[Any]:

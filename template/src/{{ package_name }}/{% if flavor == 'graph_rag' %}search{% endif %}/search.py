@@ -23,7 +23,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from ..db import CONNECTION_ERRORS, Database
+from ..db import Database
 from ..observability import Metrics
 from ..ratelimit import rate_limit
 from ..settings import Settings
@@ -111,10 +111,8 @@ class SearchEngine:
 
     async def search(self, query: str, k: int) -> SearchResult:
         """503 when the graph store or the database is down (no answer without the graph)."""
-        try:
+        async with self._database.translating():
             return await self._search(query, k)
-        except CONNECTION_ERRORS as exc:
-            raise await self._database.translate(exc) from exc
 
     async def _search(self, query: str, k: int) -> SearchResult:
         keys = self._extractor.query_keys(query)

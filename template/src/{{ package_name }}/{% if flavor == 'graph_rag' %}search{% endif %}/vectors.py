@@ -8,6 +8,9 @@
 - Refresh: every VECTOR_REFRESH_INTERVAL seconds one cheap query (a count) tells whether the
   worker stored new embeddings; only then are the new rows read and added. Every API process
   does this on its own, so each picks up new documents within that delay, with no restart.
+  The count is also the watermark that cannot skip a row: embeddings are only ever inserted,
+  so while the table holds more rows than the index, some are missing, however far below the
+  highest id seen they were committed (see `refresh`).
 - Shutdown: the index and its manifest are written atomically (temporary file + rename).
 """
 
@@ -24,7 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import Database
 from ..resources import Degraded, FailureLog, stop_task
@@ -40,8 +44,11 @@ MANIFEST_FILE = "manifest.json"
 # Rows read per query while building or refreshing.
 BATCH_ROWS = 5000
 # Embedding ids are handed out at insert but become visible at commit, so a row can appear
-# below ids already seen; each refresh looks back this many ids and skips what it has.
+# below ids already seen. Each refresh looks back this many ids (the cheap, usual case); a
+# row committed later than that is found by comparing the ids themselves.
 LOOKBACK_IDS = 1000
+# Ids per `IN (...)` query: well under every backend's limit on bound parameters.
+IDS_PER_QUERY = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,7 @@ class VectorIndex:
         self.ready = asyncio.Event()
         self.loaded_from_disk = False
         self.build_seconds: float | None = None
+        self._refreshing = FailureLog(logger, "vector index refresh failed; serving the last index")
 
     async def open(self) -> None:
         set_threads(self._settings.vector_search_threads)
@@ -93,6 +101,7 @@ class VectorIndex:
     async def check(self) -> None:
         if not self.ready.is_set():
             raise Degraded("the vector index is loading; searches answer from the graph")
+        self._refreshing.check()
 
     @property
     def size(self) -> int:
@@ -135,15 +144,14 @@ class VectorIndex:
             "vector index ready",
             extra={"vectors": self.size, "kind": self.kind, "from_disk": self.loaded_from_disk},
         )
-        refreshing = FailureLog(logger, "vector index refresh failed; serving the last index")
         while True:
             await asyncio.sleep(self._settings.vector_refresh_interval)
             try:
                 await self.refresh()
             except Exception as exc:
-                refreshing.failed(exc)
+                self._refreshing.failed(exc)
             else:
-                refreshing.succeeded()
+                self._refreshing.succeeded()
 
     async def _load_or_build(self) -> None:
         manifest = await asyncio.to_thread(self._read_manifest)
@@ -197,7 +205,12 @@ class VectorIndex:
                 .order_by(Embedding.id)
                 .limit(rows + LOOKBACK_IDS)
             )
-            fetched = [row for row in result.all() if row.id not in self._indexed]
+            page = result.all()
+            fetched = [row for row in page if row.id not in self._indexed]
+            if len(page) < rows + LOOKBACK_IDS and stored > len(self._indexed) + len(fetched):
+                # Every recent row is read, yet some are still missing: committed below the
+                # window by a transaction that stayed open while many others committed.
+                fetched += await self._late_rows(session, {row.id for row in fetched}, rows)
         if not fetched:
             return 0
         ids = np.fromiter((row.document_id for row in fetched), dtype=np.int64)
@@ -206,8 +219,31 @@ class VectorIndex:
         ).reshape(len(fetched), self.embedder.dimensions)
         await asyncio.to_thread(self._add, index, ids, vectors)
         self._indexed.update(row.id for row in fetched)
-        self._last_id = max(self._last_id, fetched[-1].id)
+        self._last_id = max(self._last_id, *(row.id for row in fetched))
         return len(fetched)
+
+    async def _late_rows(
+        self, session: AsyncSession, fetched: set[int], rows: int
+    ) -> list[Row[int, int, bytes]]:
+        """Rows below the look-back window the index does not have yet (at most `rows`)."""
+        stored = await session.scalars(
+            select(Embedding.id).where(
+                Embedding.id <= max(self._last_id - LOOKBACK_IDS, 0),
+                Embedding.embedder == self.embedder.name,
+            )
+        )
+        missing = sorted(set(stored.all()) - self._indexed - fetched)[:rows]
+        late: list[Row[int, int, bytes]] = []
+        for start in range(0, len(missing), IDS_PER_QUERY):
+            result = await session.execute(
+                select(Embedding.id, Embedding.document_id, Embedding.vector)
+                .where(Embedding.id.in_(missing[start : start + IDS_PER_QUERY]))
+                .order_by(Embedding.id)
+            )
+            late += result.all()
+        if late:
+            logger.info("late-committed embeddings added to the index", extra={"rows": len(late)})
+        return late
 
     def _add(self, index: FaissIndex, ids: IdArray, vectors: Vectors) -> None:
         with self._write_lock:
