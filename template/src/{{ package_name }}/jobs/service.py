@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..errors import AppError
 from ..observability import Metrics
+from ..resources import Checkable
 from ..settings import Settings
 from . import JobContext, JobQueue, job_kind, load_job_modules
 from .models import FINISHED_STATES, Job, JobState
@@ -313,6 +314,11 @@ class Jobs:
 
     async def close(self) -> None:
         await self.queue.close()
+
+    async def check(self) -> None:
+        """The queue's own check, when it has one (a broker's reachability)."""
+        if isinstance(self.queue, Checkable):
+            await self.queue.check()
 
     async def submit(self, session: AsyncSession, kind: str, arguments: dict[str, Any]) -> Job:
         """Record the job, then enqueue it. A queue that is down leaves it pending for the
