@@ -35,6 +35,8 @@ class InProcessQueue:
         self._reason = reason
         self._slots: asyncio.Semaphore | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The tasks running a job now; the others wait for a slot or a retry's delay.
+        self._running: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         logger.warning(
@@ -58,19 +60,31 @@ class InProcessQueue:
         while retry_in is not None:
             await asyncio.sleep(retry_in)
             async with slots:
+                task = asyncio.current_task()
+                assert task is not None
+                self._running.add(task)
                 try:
                     outcome = await execute(self._database.sessions, job_id, self._policy)
                 except Exception:
                     logger.exception("job delivery failed; the sweeper will retry it")
                     return
+                finally:
+                    self._running.discard(task)
             retry_in = outcome.retry_in
 
     async def close(self) -> None:
-        """Let in-flight jobs finish for a while, then cancel them (they return to pending)."""
+        """Let running jobs finish for a while, then cancel them (they return to pending).
+
+        Jobs still waiting are dropped at once: they are pending in the job table, and the
+        sweeper of the next start runs them. Shutting down must not work through a backlog.
+        """
         self._slots = None
-        if not self._tasks:
-            return
-        _, unfinished = await asyncio.wait(self._tasks, timeout=self._shutdown_timeout)
+        waiting = self._tasks - self._running
+        for task in waiting:
+            task.cancel()
+        unfinished: set[asyncio.Task[None]] = set()
+        if self._running:
+            _, unfinished = await asyncio.wait(self._running, timeout=self._shutdown_timeout)
         for task in unfinished:
             task.cancel()
-        await asyncio.gather(*unfinished, return_exceptions=True)
+        await asyncio.gather(*waiting, *unfinished, return_exceptions=True)
