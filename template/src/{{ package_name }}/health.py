@@ -2,7 +2,7 @@
 
 Liveness says only that the process answers. Readiness checks every resource and names the
 one that failed. The scaling endpoint reports CPU and memory sampled in the background, so a
-probe never blocks the event loop (the article's `psutil.cpu_percent(interval=1)` stalled
+probe never blocks the event loop (a probe calling `psutil.cpu_percent(interval=1)` stalls
 every request on the worker for a full second).
 """
 
