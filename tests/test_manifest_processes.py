@@ -421,3 +421,6 @@ def test_processes_start_as_the_manifests_start_them(
         origin = sandboxes[name].container.origin
         assert not errors, f"{origin} logged errors:\n" + "\n".join(errors)
         assert "Traceback" not in text, f"{origin}:\n{tail(text)}"
+        # Something the service keeps (the vector index, metrics files) outside the volumes
+        # the manifest declares: it works, and loses that on every start.
+        assert "Read-only file system" not in text, f"{origin}:\n{tail(text)}"
