@@ -515,6 +515,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: A generated service's cold start takes ~20 s at load 8 on 2 cores. A process that exits ends
+#: the wait at once, so the limit costs nothing when all is well.
+READY_TIMEOUT = 120.0
+
+
+def wait_ready(
+    port: int, processes: Mapping[str, subprocess.Popen[bytes]], logs: Mapping[str, Path]
+) -> None:
+    """Wait until the api on `port` answers /health/ready with 200, while every process runs."""
+    import httpx
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    status = None
+    while time.monotonic() < deadline:
+        for name, process in processes.items():
+            assert process.poll() is None, f"{name} exited:\n{tail(logs[name].read_text())}"
+        try:
+            status = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=3).status_code
+        except httpx.TransportError:
+            status = None
+        if status == 200:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"/health/ready answered {status}:\n{tail(logs['api'].read_text())}")
+
+
 @contextlib.contextmanager
 def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
     """A new, empty PostgreSQL database on ``server_url``'s server (its URL), dropped after.

@@ -18,14 +18,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import variants as V
 import yaml
-from conftest import Renderer, SharedVenvs, free_port, fresh_database, project_env, tail
+from conftest import (
+    Renderer,
+    SharedVenvs,
+    free_port,
+    fresh_database,
+    project_env,
+    tail,
+    wait_ready,
+)
 
 VARIANT = next(v for v in V.covering_set() if v.python == "3.11" and v.queue != "none")
-READY_TIMEOUT = 60
 # Compose services with no local stand-in here; without their URL the service uses its
 # embedded fallback (graph_store=memgraph: the graph lives in the database).
 NOT_ON_THIS_MACHINE = {"MEMGRAPH_URL"}
@@ -96,19 +102,7 @@ def test_compose_processes_start_without_docker(
                     command(name, default), cwd=tmp_path, env=env, stdout=log,
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
-        deadline = time.monotonic() + READY_TIMEOUT
-        status = None
-        while time.monotonic() < deadline:
-            for name, process in processes.items():
-                assert process.poll() is None, f"{name} exited:\n{tail(logs[name].read_text())}"
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=3).status_code
-            except httpx.TransportError:
-                status = None
-            if status == 200:
-                break
-            time.sleep(0.5)
-        assert status == 200, f"/health/ready answered {status}:\n{tail(logs['api'].read_text())}"
+        wait_ready(port, processes, logs)
         time.sleep(2)  # the worker has connected to its broker by now, or died trying
         for name, process in processes.items():
             assert process.poll() is None, f"{name} exited:\n{tail(logs[name].read_text())}"

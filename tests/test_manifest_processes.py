@@ -40,14 +40,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 import variants as V
 import yaml
-from conftest import IN_CI, Renderer, SharedVenvs, fresh_database, project_env, tail
+from conftest import (
+    IN_CI,
+    READY_TIMEOUT,
+    Renderer,
+    SharedVenvs,
+    fresh_database,
+    project_env,
+    tail,
+    wait_ready,
+)
 from test_compose_processes import NOT_ON_THIS_MACHINE, free_port
 
-READY_TIMEOUT = 120  # a cold start at load 8 on 2 cores takes ~20 s
 STOP_TIMEOUT = 60
 SECRETS = ("DATABASE_URL", "REDIS_URL", "RABBITMQ_URL")
 WORKDIR = Path("/app")
@@ -295,24 +302,6 @@ def _environment(
     return project_env(project, venv, env)
 
 
-def _wait_ready(
-    port: int, processes: dict[str, subprocess.Popen[bytes]], logs: dict[str, Path]
-) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    status = None
-    while time.monotonic() < deadline:
-        for name, process in processes.items():
-            assert process.poll() is None, f"{name} exited:\n{tail(logs[name].read_text())}"
-        try:
-            status = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=3).status_code
-        except httpx.TransportError:
-            status = None
-        if status == 200:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"/health/ready answered {status}:\n{tail(logs['api'].read_text())}")
-
-
 def _check_liveness(
     sandbox: Sandbox, project: Path, venv: Path, local: dict[str, str], own: dict[str, str]
 ) -> None:
@@ -398,14 +387,16 @@ def test_processes_start_as_the_manifests_start_them(
                     env=_environment(sandbox, project, venv, local, own),
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
-        _wait_ready(port, processes, logs)
+        wait_ready(port, processes, logs)
         time.sleep(2)  # the worker has connected to its broker by now, or died trying
         for name, process in processes.items():
             assert process.poll() is None, f"{name} exited:\n{tail(logs[name].read_text())}"
         for name in processes:
             _check_liveness(sandboxes[name], project, venv, local, own)
+        # As the platform stops a container: SIGTERM to its main process only (the worker's
+        # pool processes hear it from their parent).
         for process in processes.values():
-            os.killpg(process.pid, signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
         for name, process in processes.items():
             code = process.wait(timeout=STOP_TIMEOUT)
             assert code == 0, f"{name} exited {code} on SIGTERM:\n{tail(logs[name].read_text())}"
