@@ -125,53 +125,26 @@ class RequestContextMiddleware:
 
     @staticmethod
     async def _internal_error(send: Send, request_id: str) -> None:
-        body = orjson.dumps(
-            {
-                "type": "about:blank",
-                "title": "Internal Server Error",
-                "status": 500,
-                "detail": "an unexpected error occurred; quote the request_id when reporting it",
-                "code": "internal_error",
-                "request_id": request_id,
-            }
+        await _send_problem(
+            send,
+            status=500,
+            title="Internal Server Error",
+            detail="an unexpected error occurred; quote the request_id when reporting it",
+            code="internal_error",
+            request_id=request_id,
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 500,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     @staticmethod
     async def _shutting_down(send: Send, request_id: str) -> None:
-        body = orjson.dumps(
-            {
-                "type": "about:blank",
-                "title": "Service Unavailable",
-                "status": 503,
-                "detail": "the server is shutting down; retry the request",
-                "code": "shutting_down",
-                "request_id": request_id,
-            }
+        await _send_problem(
+            send,
+            status=503,
+            title="Service Unavailable",
+            detail="the server is shutting down; retry the request",
+            code="shutting_down",
+            request_id=request_id,
+            headers=[(b"retry-after", b"1"), (b"connection", b"close")],
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", b"1"),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 def _route_template(scope: Scope) -> str:
@@ -241,3 +214,38 @@ class CompressionMiddleware:
 
 def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name == b"accept-encoding" and b"gzip" in value for name, value in headers)
+
+
+async def _send_problem(
+    send: Send,
+    *,
+    status: int,
+    title: str,
+    detail: str,
+    code: str,
+    request_id: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """An application/problem+json answer, sent straight over ASGI (no response started yet)."""
+    body = orjson.dumps(
+        {
+            "type": "about:blank",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+            "request_id": request_id,
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
