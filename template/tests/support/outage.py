@@ -103,6 +103,10 @@ class CuttableProxy:
         self.accepted += 1
         self._writers.add(client_writer)
         try:
+            if not self.listening:
+                # Accepted just before a cut, and run after it: the cut has already aborted
+                # the connections it saw, and (since Python 3.12) waits for this one to end.
+                return
             if self.mode == "blackhole":
                 await self._swallow(client_reader)
                 return
@@ -112,6 +116,9 @@ class CuttableProxy:
             try:
                 server_reader, server_writer = await asyncio.open_connection(*self.target)
             except OSError:
+                return
+            if not self.listening:  # cut while connecting
+                server_writer.transport.abort()
                 return
             self._writers.add(server_writer)
             await asyncio.gather(
