@@ -7,6 +7,7 @@ the arithmetic. Every rounding goes through `round_money` (banker's rounding, to
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any
 
@@ -24,9 +25,20 @@ def round_money(value: Decimal) -> Decimal:
     return value.quantize(MONEY_STEP, rounding=ROUND_HALF_EVEN)
 
 
+# ASCII digits, one optional sign, at most one decimal point. Python's Decimal would also take
+# "1_000", " 1", "1e3" and other scripts' digits ("١٢٣" is 123): an amount is not the place.
+_PLAIN_AMOUNT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+
+
 def _no_float(value: Any) -> Any:
     if isinstance(value, float):
         raise ValueError('send amounts as strings (e.g. "0.10"), not JSON numbers')
+    if isinstance(value, bool):
+        raise ValueError('send amounts as strings (e.g. "0.10"), not true or false')
+    if isinstance(value, str) and not _PLAIN_AMOUNT.fullmatch(value):
+        raise ValueError(
+            'an amount is ASCII digits with an optional sign and decimal point (e.g. "12.50")'
+        )
     return value
 
 
