@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..errors import AppError
 from ..observability import Metrics
-from ..resources import Checkable
+from ..resources import Checkable, Degraded
 from ..settings import Settings
 from . import JobContext, JobQueue, job_kind, load_job_modules
 from .models import FINISHED_STATES, Job, JobState
@@ -291,6 +291,13 @@ async def estimate_completion(session: AsyncSession, job: Job) -> datetime | Non
     if job.state == JobState.RUNNING and started is not None:
         return started + typical
     return max(utcnow(), as_utc(job.available_at) or utcnow()) + typical
+
+
+def broker_unreachable(exc: BaseException) -> Degraded:
+    """A queue's readiness while its broker cannot be reached: degraded, not failed, because
+    jobs are still accepted into the job table and enqueued by the sweeper once it is back."""
+    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return Degraded(f"broker unreachable ({cause}); jobs wait in the job table until it is back")
 
 
 class Jobs:
