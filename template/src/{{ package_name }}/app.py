@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from . import SERVICE_DESCRIPTION, SERVICE_NAME, __version__, health
-from .components import build_resources, feature_routers
+from .components import build_resources, feature_routers, startup_problem
 from .errors import install_error_handlers
-from .middleware import CacheControlMiddleware, CompressionMiddleware, RequestContextMiddleware
+from .middleware import (
+    BodyLimitMiddleware,
+    CacheControlMiddleware,
+    CompressionMiddleware,
+    RequestContextMiddleware,
+    body_limits,
+)
 from .observability import Metrics, configure_logging, metrics_router
+from .openapi import install_openapi
 from .ratelimit import document_rate_limits
 from .resources import ResourceRegistry
 from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class UnsafeConfigurationError(RuntimeError):
+    """A production configuration that would expose the service (see `startup_problem`)."""
 
 
 @asynccontextmanager
@@ -27,6 +42,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     settings = settings or Settings()
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format)
+    problem = startup_problem(settings)
+    if problem is not None:
+        if settings.is_production:
+            raise UnsafeConfigurationError(f"refusing to start: {problem}")
+        logger.warning(problem)
     metrics = Metrics()
     resources = build_resources(settings, metrics)
 
@@ -35,6 +55,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         version=__version__,
         description=SERVICE_DESCRIPTION,
         lifespan=lifespan,
+        docs_url="/docs" if settings.serves_docs else None,
+        redoc_url="/redoc" if settings.serves_docs else None,
+        openapi_url="/openapi.json" if settings.serves_docs else None,
         telemetry=None
         if settings.opentelemetry_enabled
         else {"tracing": False, "metrics": False, "logs": False},
@@ -49,23 +72,42 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     # frequent requests; and straight onto the app's router, because an included router costs
     # ~12 us more per request to match (measured with bench/bench_stack.py).
     app.router.routes.extend(health.router.routes)
-    if settings.metrics_enabled:
-        app.router.routes.extend(metrics_router.routes)
-    for router in feature_routers():
+    if settings.shows_internals:
+        app.router.routes.extend(health.internal_router.routes)
+        if settings.metrics_enabled and settings.metrics_port is None:
+            app.router.routes.extend(metrics_router.routes)
+    for router in feature_routers(settings):
         app.include_router(router)
     document_rate_limits(app)
+    install_openapi(app, max_body_bytes=settings.max_body_bytes)
 
     install_error_handlers(app, app.state.database)
 
     # add_middleware wraps what is already there: the last one added runs first.
     app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        routes=list(body_limits(app.routes, settings.max_body_bytes)),
+    )
+    app.add_middleware(
         CompressionMiddleware, minimum_size=settings.gzip_minimum_size, level=settings.gzip_level
     )
     app.add_middleware(CacheControlMiddleware, rules=settings.cache_control)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=[settings.request_id_header, "Retry-After", "X-RateLimit-Remaining"],
+            max_age=600,
+        )
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics if settings.metrics_enabled else None,
         header=settings.request_id_header,
         access_log=settings.access_log,
+        hsts_seconds=settings.hsts_seconds,
+        docs_paths=[path for path in (app.docs_url, app.redoc_url) if path],
     )
     return app

@@ -9,6 +9,7 @@ no stack trace ever leaves the server.
 from __future__ import annotations
 
 import logging
+import sys
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -198,9 +199,40 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
 
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI's "There was an error parsing the body", raised from what went wrong.
+        detail = unparsable_body(exc.__cause__)
+        return problem(
+            400,
+            "malformed_body",
+            detail,
+            errors=[{"field": "body", "message": detail, "type": "malformed_body"}],
+        )
+    if exc.status_code == 413:
+        return problem(
+            413,
+            "body_too_large",
+            str(exc.detail),
+            headers={"Connection": "close"},  # the rest of the body is not read
+            limit=getattr(exc, "limit", None),
+        )
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
     headers = dict(exc.headers) if exc.headers else None
     return problem(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def unparsable_body(cause: BaseException) -> str:
+    """What made a JSON body unreadable, said so that a client can fix it."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not valid UTF-8 (at byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "the body nests arrays or objects too deeply"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return (
+            f"an integer in the body has more than {sys.get_int_max_str_digits()} digits; "
+            "send large numbers as strings"
+        )
+    return f"the body could not be parsed ({type(cause).__name__})"
 
 
 def _database_error(database: Database) -> Any:

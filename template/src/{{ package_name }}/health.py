@@ -30,6 +30,8 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/health", tags=["health"])
+# Served only where internals are shown (EXPOSE_INTERNALS; not in production by default).
+internal_router = APIRouter(prefix="/health", tags=["health"])
 
 _LIVE_BODY = b'{"status":"alive"}'
 _CGROUP = Path("/sys/fs/cgroup")
@@ -187,7 +189,9 @@ async def live() -> Response:
     description=(
         "Checks each resource concurrently (timeout `READINESS_TIMEOUT`). "
         "503 names the resources that failed. A resource the service works around when it is "
-        "down (a cache) is reported as `degraded: ...` and does not fail readiness."
+        "down (a cache) is reported as `degraded: ...` and does not fail readiness. Where "
+        "internals are hidden (EXPOSE_INTERNALS, off in production) each check says only "
+        "`ok`, `degraded` or `failed`; the reasons are logged under the request id."
     ),
     responses={503: {"description": "At least one resource failed its check"}},
 )
@@ -199,6 +203,12 @@ async def ready(request: Request) -> Response:
         for name, result in checks.items()
         if result != "ok" and not result.startswith(DEGRADED)
     )
+    if any(result != "ok" for result in checks.values()):
+        # The reasons, under this request's id, for whoever reads the log.
+        logger.warning("readiness check", extra={"checks": checks})
+        if not settings.shows_internals:
+            # Error text names hosts, drivers and versions: not for whoever can reach the API.
+            checks = {name: _outcome(result) for name, result in checks.items()}
     if not failed:
         return Response(
             orjson.dumps({"status": "ready", "checks": checks}), media_type="application/json"
@@ -213,7 +223,13 @@ async def ready(request: Request) -> Response:
     return Response(orjson.dumps(body), status_code=503, media_type="application/json")
 
 
-@router.get(
+def _outcome(result: str) -> str:
+    if result == "ok":
+        return "ok"
+    return "degraded" if result.startswith(DEGRADED) else "failed"
+
+
+@internal_router.get(
     "/scaling",
     summary="Autoscaling signal: CPU, memory and a recommendation",
     description=(

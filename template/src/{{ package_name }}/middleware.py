@@ -13,10 +13,16 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
 
 import orjson
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .observability import Metrics, request_id_var
@@ -29,8 +35,20 @@ _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _UNMATCHED_ROUTE = "<unmatched>"
 
 
+# Sent with every response. JSON needs no script, style or frame, so the policy allows none;
+# the interactive docs pages load Swagger UI and ReDoc, and are exempt.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+CONTENT_SECURITY_POLICY = (
+    b"content-security-policy",
+    b"default-src 'none'; frame-ancestors 'none'",
+)
+
+
 class RequestContextMiddleware:
-    """Request id, timing, metrics, one access-log line, and the last-resort 500.
+    """Request id, timing, security headers, metrics, one access-log line, the last-resort 500.
 
     It is the outermost middleware, so it sees the final status of every response and can
     answer an unhandled exception with a problem body that carries the request id (Starlette's
@@ -44,11 +62,17 @@ class RequestContextMiddleware:
         metrics: Metrics | None,
         header: str = "X-Request-ID",
         access_log: bool = True,
+        hsts_seconds: int = 0,
+        docs_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.metrics = metrics
         self._header_key = header.lower().encode("latin-1")
         self.access_log = access_log
+        hsts = [(b"strict-transport-security", b"max-age=%d" % hsts_seconds)]
+        self._docs_headers = [*SECURITY_HEADERS, *(hsts if hsts_seconds else [])]
+        self._headers = [*self._docs_headers, CONTENT_SECURITY_POLICY]
+        self._docs_paths = frozenset(docs_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +83,7 @@ class RequestContextMiddleware:
         request_id = self._request_id(scope)
         token = request_id_var.set(request_id)
         id_header = (self._header_key, request_id.encode("latin-1"))
+        extra = self._docs_headers if scope["path"] in self._docs_paths else self._headers
         status = 500
         response_started = False
 
@@ -72,13 +97,17 @@ class RequestContextMiddleware:
                     *message.get("headers", ()),
                     id_header,
                     (b"x-process-time", elapsed),
+                    *extra,
                 ]
             await send(message)
 
         if self.metrics is not None:
             self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send_with_context)
+            if b"%00" in scope["query_string"] or b"%00" in (scope.get("raw_path") or b""):
+                await _refuse_nul(scope, send_with_context, request_id)
+            else:
+                await self.app(scope, receive, send_with_context)
         except Exception:
             logger.exception("unhandled error", extra={"path": scope["path"]})
             if response_started:
@@ -147,6 +176,30 @@ class RequestContextMiddleware:
         )
 
 
+async def _refuse_nul(scope: Scope, send: Send, request_id: str) -> None:
+    """422 for a NUL character in the path or a query parameter, which PostgreSQL cannot store
+    or compare: the same answer on every database, before any route runs."""
+    query = urllib.parse.parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    fields = [f"query.{name}" for name, value in query if "\x00" in name or "\x00" in value]
+    fields = fields or ["path"]
+    await _send_problem(
+        send,
+        status=422,
+        title=HTTPStatus(422).phrase,
+        detail=f"invalid request: {', '.join(fields)}",
+        code="validation_error",
+        request_id=request_id,
+        errors=[
+            {
+                "field": field,
+                "message": "NUL characters (%00) are not allowed",
+                "type": "nul_character",
+            }
+            for field in fields
+        ],
+    )
+
+
 def _route_template(scope: Scope) -> str:
     # FastAPI puts the matched route in the scope; its path template keeps label cardinality
     # bounded (/items/{id}, not /items/1, /items/2, ...).
@@ -212,6 +265,86 @@ class CompressionMiddleware:
             await self.app(scope, receive, send)
 
 
+class BodyTooLargeError(HTTPException):
+    """Raised from `receive` once a body passes its limit; answered 413 by errors.py."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds this operation's limit of {limit} bytes")
+        self.limit = limit
+
+
+class BodyLimitMiddleware:
+    """Caps every request body: MAX_BODY_BYTES, or the limit its route or router declares
+    (`APIRouter(max_body_size=...)`, as bulk ingest does).
+
+    A declared Content-Length over the limit is answered 413 before a byte of the body is
+    read; a body that streams past it (chunked, or longer than declared) stops the read with
+    the same 413. Routes with a limit of their own are few, so finding one is a short scan.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, default: int, routes: Sequence[tuple[APIRoute, int]] = ()
+    ) -> None:
+        self.app = app
+        self.default = default
+        self.routes = [(route, limit) for route, limit in routes if limit != default]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(scope)
+        declared = _content_length(scope["headers"])
+        if declared is not None and declared > limit:
+            await _send_problem(
+                send,
+                status=413,
+                title="Content Too Large",
+                detail=f"the request body exceeds this operation's limit of {limit} bytes",
+                code="body_too_large",
+                request_id=request_id_var.get() or "",
+                headers=[(b"connection", b"close")],
+                limit=limit,
+            )
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLargeError(limit)
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+    def _limit(self, scope: Scope) -> int:
+        for route, limit in self.routes:
+            if scope["method"] in (route.methods or ()) and route.path_regex.match(scope["path"]):
+                return limit
+        return self.default
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def body_limits(routes: Iterable[BaseRoute], default: int) -> Iterator[tuple[APIRoute, int]]:
+    """Every API route with its body limit: its own, else its router's, else `default`."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route, route.max_body_size if route.max_body_size is not None else default
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            own = included.max_body_size
+            yield from body_limits(included.routes, own if own is not None else default)
+
+
 def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name == b"accept-encoding" and b"gzip" in value for name, value in headers)
 
@@ -225,6 +358,7 @@ async def _send_problem(
     code: str,
     request_id: str,
     headers: list[tuple[bytes, bytes]] | None = None,
+    **extra: Any,
 ) -> None:
     """An application/problem+json answer, sent straight over ASGI (no response started yet)."""
     body = orjson.dumps(
@@ -235,6 +369,7 @@ async def _send_problem(
             "detail": detail,
             "code": code,
             "request_id": request_id,
+            **extra,
         }
     )
     await send(

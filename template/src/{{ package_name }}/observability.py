@@ -19,6 +19,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    start_http_server,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -173,3 +174,16 @@ metrics_router = APIRouter(tags=["observability"])
 async def metrics(request: Request) -> Response:
     body, content_type = request.app.state.metrics.exposition()
     return Response(body, media_type=content_type)
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """/metrics of every worker on a port of its own, from a thread of the calling process.
+
+    The workers write their metrics to PROMETHEUS_MULTIPROC_DIR; this reads them all at each
+    scrape (prometheus-client's multiprocess collector). Kept off the API port, the metrics
+    are not reachable through the load balancer, only by whatever can reach the pod or task.
+    """
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=host, registry=registry)
+    logging.getLogger(__name__).info("metrics served", extra={"address": f"{host}:{port}"})

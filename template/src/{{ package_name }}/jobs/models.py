@@ -35,6 +35,8 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(100))
+    # Who submitted it through the API ("user:7", "client:ci"); None for the service's own.
+    owner: Mapped[str | None] = mapped_column(String(200))
     arguments: Mapped[dict[str, Any]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default=JobState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)

@@ -1,7 +1,13 @@
-"""The jobs API: submit a job (202 at once) and follow it."""
+"""The jobs API: submit a job (202 at once) and follow it.
 
-from __future__ import annotations
+A job belongs to whoever submitted it, as the flavor's authentication names them (its
+`job_owner` dependency): only they can read it, and anyone else is told it does not exist
+(404, not 403, so job ids reveal nothing). Submitting is rate limited under the name "jobs".
+"""
 
+# No `from __future__ import annotations`: the routes are defined inside `jobs_router`, and
+# FastAPI resolves string annotations in the module's globals, where `job_owner` is not.
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -10,11 +16,11 @@ from pydantic import BaseModel, Field, JsonValue
 
 from ..db import SessionDep
 from ..errors import NotFoundError
+from ..ratelimit import rate_limit
+from ..schemas import RequestModel
 from . import job_kind
 from .models import Job, JobState
 from .service import Jobs, UnknownJobKindError, as_utc, estimate_completion
-
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 
 async def get_jobs(request: Request) -> Jobs:
@@ -26,7 +32,7 @@ JobsDep = Annotated[Jobs, Depends(get_jobs)]
 JobId = Annotated[str, Path(min_length=32, max_length=32, pattern="^[0-9a-f]{32}$")]
 
 
-class JobRequest(BaseModel):
+class JobRequest(RequestModel):
     kind: str = Field(min_length=1, max_length=100, examples=["report"])
     arguments: dict[str, JsonValue] = Field(default_factory=dict, max_length=100)
 
@@ -46,7 +52,7 @@ class JobStatus(BaseModel):
     )
 
     @classmethod
-    def of(cls, job: Job, estimate: datetime | None = None) -> JobStatus:
+    def of(cls, job: Job, estimate: datetime | None = None) -> "JobStatus":
         created_at = as_utc(job.created_at)
         assert created_at is not None
         return cls(
@@ -63,37 +69,58 @@ class JobStatus(BaseModel):
         )
 
 
-_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No job with this id"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid credentials"},
+    404: {"description": "No job with this id among yours"},
+}
 
 
-@router.post(
-    "",
-    status_code=202,
-    summary="Submit a job",
-    description="Records the job, then enqueues it, and answers at once with its id. If the "
-    "queue is down the job stays pending and is enqueued later; if the database is down, 503.",
-    responses={422: {"description": "Unknown job kind or invalid arguments"}},
-)
-async def submit_job(
-    body: JobRequest, session: SessionDep, jobs: JobsDep, response: Response
-) -> JobStatus:
-    registered = job_kind(body.kind)
-    if registered is None or not registered.public:
-        raise UnknownJobKindError(f"unknown job kind '{body.kind}'")
-    job = await jobs.submit(session, body.kind, body.arguments)
-    response.headers["Location"] = f"{router.prefix}/{job.id}"
-    return JobStatus.of(job)
+def jobs_router(job_owner: Callable[..., Awaitable[str]]) -> APIRouter:
+    """The routes, authenticated by `job_owner`, the flavor's dependency naming the caller."""
+    router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+    owner_dependency = Depends(job_owner)
 
+    @router.post(
+        "",
+        status_code=202,
+        summary="Submit a job",
+        description="Records the job, then enqueues it, and answers at once with its id. If "
+        "the queue is down the job stays pending and is enqueued later; if the database is "
+        "down, 503.",
+        responses={
+            401: {"description": "Missing or invalid credentials"},
+            422: {"description": "Unknown job kind or invalid arguments"},
+        },
+        # The owner first: the rate limit counts per authenticated caller.
+        dependencies=[owner_dependency, rate_limit("jobs")],
+    )
+    async def submit_job(
+        body: JobRequest,
+        owner: Annotated[str, owner_dependency],
+        session: SessionDep,
+        jobs: JobsDep,
+        response: Response,
+    ) -> JobStatus:
+        registered = job_kind(body.kind)
+        if registered is None or not registered.public:
+            raise UnknownJobKindError(f"unknown job kind '{body.kind}'")
+        job = await jobs.submit(session, body.kind, body.arguments, owner=owner)
+        response.headers["Location"] = f"{router.prefix}/{job.id}"
+        return JobStatus.of(job)
 
-@router.get(
-    "/{job_id}",
-    summary="Get a job's status",
-    description="State, attempts, result or error, timestamps, and an estimated completion "
-    "time from recent durations of the same kind.",
-    responses=_NOT_FOUND,
-)
-async def get_job(job_id: JobId, session: SessionDep) -> JobStatus:
-    job = await session.get(Job, job_id)
-    if job is None:
-        raise NotFoundError(f"no job with id '{job_id}'")
-    return JobStatus.of(job, await estimate_completion(session, job))
+    @router.get(
+        "/{job_id}",
+        summary="Get one of your jobs",
+        description="State, attempts, result or error, timestamps, and an estimated completion "
+        "time from recent durations of the same kind.",
+        responses=_NOT_FOUND,
+    )
+    async def get_job(
+        job_id: JobId, owner: Annotated[str, owner_dependency], session: SessionDep
+    ) -> JobStatus:
+        job = await session.get(Job, job_id)
+        if job is None or job.owner != owner:
+            raise NotFoundError(f"no job with id '{job_id}'")
+        return JobStatus.of(job, await estimate_completion(session, job))
+
+    return router

@@ -84,11 +84,14 @@ class _Superseded(Exception):
     """The claim was lost while the handler ran (the job was re-run elsewhere)."""
 
 
-async def record(session: AsyncSession, kind: str, arguments: dict[str, Any]) -> Job:
+async def record(
+    session: AsyncSession, kind: str, arguments: dict[str, Any], owner: str | None = None
+) -> Job:
     now = utcnow()
     job = Job(
         id=uuid.uuid4().hex,
         kind=kind,
+        owner=owner,
         arguments=arguments,
         state=JobState.PENDING,
         attempts=0,
@@ -327,12 +330,20 @@ class Jobs:
         if isinstance(self.queue, Checkable):
             await self.queue.check()
 
-    async def submit(self, session: AsyncSession, kind: str, arguments: dict[str, Any]) -> Job:
+    async def submit(
+        self,
+        session: AsyncSession,
+        kind: str,
+        arguments: dict[str, Any],
+        *,
+        owner: str | None = None,
+    ) -> Job:
         """Record the job, then enqueue it. A queue that is down leaves it pending for the
-        sweeper; a database that is down raises (the caller answers 503)."""
+        sweeper; a database that is down raises (the caller answers 503). `owner` (who asked
+        for it through the API) is the only one who can read it there."""
         if job_kind(kind) is None:
             raise UnknownJobKindError(f"unknown job kind '{kind}'")
-        job = await record(session, kind, arguments)
+        job = await record(session, kind, arguments, owner)
         try:
             async with asyncio.timeout(self._settings.job_enqueue_timeout):
                 await self.queue.enqueue(job.id)

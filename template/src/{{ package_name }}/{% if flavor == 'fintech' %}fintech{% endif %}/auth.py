@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..cache import cache_of
 from ..db import Database
 from ..errors import ForbiddenError, UnauthorizedError
+from ..security import BearerAuth
 from ..settings import Settings
 from .models import ApiToken
 
@@ -55,41 +56,60 @@ class _UnknownTokenError(Exception):
     pass
 
 
-async def authenticated_user(request: Request) -> int:
+class TokenAuth(BearerAuth):
     """The id of the user the bearer token belongs to; 401 without a valid one.
 
     Sets `request.state.user_id`, which the rate limiter keys on: declare this dependency
     before `rate_limit(...)`.
     """
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 256:
-        raise UnauthorizedError("a bearer token is required", headers=_CHALLENGE)
-    key = digest(token)
-    database: Database = request.app.state.database
-    settings: Settings = request.app.state.settings
 
-    async def load() -> int:
-        async with database.session() as session:
-            user_id = await session.scalar(select(ApiToken.user_id).where(ApiToken.digest == key))
-        if user_id is None:
-            raise _UnknownTokenError  # not cached: a later issued token must work at once
+    async def __call__(self, request: Request) -> int:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > 256:
+            raise UnauthorizedError("a bearer token is required", headers=_CHALLENGE)
+        key = digest(token)
+        database: Database = request.app.state.database
+        settings: Settings = request.app.state.settings
+
+        async def load() -> int:
+            async with database.session() as session:
+                user_id = await session.scalar(
+                    select(ApiToken.user_id).where(ApiToken.digest == key)
+                )
+            if user_id is None:
+                raise _UnknownTokenError  # not cached: a later issued token must work at once
+            return user_id
+
+        try:
+            user_id = await cache_of(request).get_or_load(
+                f"auth:{key.hex()}", load, int, ttl=settings.auth_token_cache_ttl
+            )
+        except _UnknownTokenError:
+            raise UnauthorizedError(
+                "the bearer token is invalid",
+                headers={"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'},
+            ) from None
+        request.state.user_id = user_id
         return user_id
 
-    try:
-        user_id = await cache_of(request).get_or_load(
-            f"auth:{key.hex()}", load, int, ttl=settings.auth_token_cache_ttl
-        )
-    except _UnknownTokenError:
-        raise UnauthorizedError(
-            "the bearer token is invalid",
-            headers={"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'},
-        ) from None
-    request.state.user_id = user_id
-    return user_id
 
-
+authenticated_user = TokenAuth(
+    scheme_name="BearerToken",
+    description="A user's API token (`seed` prints demo users' tokens).",
+    bearer_format="opaque token",
+)
 CurrentUser = Annotated[int, Depends(authenticated_user)]
+
+
+def owner_of(user_id: int) -> str:
+    """How a user is named as the owner of the jobs they submit."""
+    return f"user:{user_id}"
+
+
+async def job_owner(user_id: CurrentUser) -> str:
+    """The jobs API's owner: the authenticated user."""
+    return owner_of(user_id)
 
 
 def require_owner(current_user: int, user_id: int) -> None:

@@ -26,7 +26,7 @@ from ..jobs import JobContext, job
 from ..jobs.models import Job, JobState
 from ..jobs.service import Jobs, as_utc
 from ..ratelimit import rate_limit
-from .auth import CurrentUser, authenticated_user, require_owner
+from .auth import CurrentUser, authenticated_user, owner_of, require_owner
 from .models import Holding, Instrument, OutboxMessage, Portfolio, Report, Trade, User
 from .money import ZERO, as_string, round_money
 
@@ -164,7 +164,9 @@ async def request_report(
     session.add(report)
     jobs: Jobs = request.app.state.jobs
     # `submit` commits the report together with its job record, then enqueues.
-    recorded = await jobs.submit(session, REPORT_JOB, {"report_id": report.id})
+    recorded = await jobs.submit(
+        session, REPORT_JOB, {"report_id": report.id}, owner=owner_of(current_user)
+    )
     report.job_id = recorded.id
     await session.commit()
     response.headers["Location"] = f"{router.prefix}/{report.id}"

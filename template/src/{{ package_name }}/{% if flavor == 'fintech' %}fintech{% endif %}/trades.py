@@ -36,6 +36,7 @@ from ..cache import Cache, cache_of
 from ..db import Database
 from ..errors import PROBLEM_JSON, AppError, NotFoundError, problem
 from ..ratelimit import rate_limit
+from ..schemas import RequestModel
 from .auth import CurrentUser, authenticated_user, require_owner
 from .market import MarketData, market_data_of
 from .models import Holding, IdempotencyRecord, Instrument, Portfolio, Trade
@@ -57,7 +58,7 @@ router = APIRouter(prefix="/api/users", tags=["trades"])
 _EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)
 
 
-class TradeRequest(BaseModel):
+class TradeRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     symbol: str = Field(min_length=1, max_length=16, examples=["ACME"])

@@ -2,8 +2,9 @@
 
 API_KEY_DIGESTS maps the SHA-256 hex digest of each key to a client id; only digests are
 configured, never keys. A request with a known key gets `request.state.user_id` = its client
-id (the per-user rate limit counts on it). With no digests configured the API is open and the
-rate limit counts per client address.
+id (the per-user rate limit counts on it). With no digests configured the API is open (and the
+rate limit counts per client address): allowed in development, with a warning at start-up;
+in production the service refuses to start.
 
     python -c "import hashlib, secrets; k = secrets.token_urlsafe(32); \
 print(k, hashlib.sha256(k.encode()).hexdigest())"
@@ -12,25 +13,56 @@ print(k, hashlib.sha256(k.encode()).hexdigest())"
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from ..errors import UnauthorizedError
+from ..security import BearerAuth
 from ..settings import Settings
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
 
 
-async def authenticate(request: Request) -> None:
-    settings: Settings = request.app.state.settings
-    if not settings.api_key_digests:
-        return
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key:
-        raise UnauthorizedError(
-            "an API key is required: Authorization: Bearer <key>", headers=CHALLENGE
-        )
-    client = settings.api_key_digests.get(hashlib.sha256(key.strip().encode()).hexdigest())
-    if client is None:
-        raise UnauthorizedError("unknown API key", headers=CHALLENGE)
-    request.state.user_id = client
+class ApiKeyAuth(BearerAuth):
+    async def __call__(self, request: Request) -> str | None:
+        """The client id of the request's API key (also set as `request.state.user_id`); None
+        while the API is open (no API_KEY_DIGESTS, refused in production)."""
+        settings: Settings = request.app.state.settings
+        if not settings.api_key_digests:
+            return None
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            raise UnauthorizedError(
+                "an API key is required: Authorization: Bearer <key>", headers=CHALLENGE
+            )
+        client = settings.api_key_digests.get(hashlib.sha256(key.strip().encode()).hexdigest())
+        if client is None:
+            raise UnauthorizedError("unknown API key", headers=CHALLENGE)
+        request.state.user_id = client
+        return client
+
+
+authenticate = ApiKeyAuth(
+    scheme_name="ApiKey",
+    description="An API key whose SHA-256 digest is in API_KEY_DIGESTS.",
+    bearer_format="API key",
+)
+
+
+async def job_owner(client: Annotated[str | None, Depends(authenticate)]) -> str:
+    """Who owns the jobs a request submits: its client, or "anonymous" while the API is open
+    (then every caller is the same anonymous owner)."""
+    return "anonymous" if client is None else f"client:{client}"
+
+
+Owner = Annotated[str, Depends(job_owner)]
+
+
+def open_api_problem(settings: Settings) -> str | None:
+    if settings.api_key_digests:
+        return None
+    return (
+        "API_KEY_DIGESTS is empty, so anyone can ingest and search: set it to the SHA-256 "
+        "digests of your API keys (see .env.example)"
+    )
