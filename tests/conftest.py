@@ -508,6 +508,25 @@ def service_urls() -> dict[str, str]:
     return urls
 
 
+# What a user puts in .env for compose.yaml and in the platform's secret store (see the
+# project's .env.example): the values the tests run the manifests with.
+USER_SECRETS = {
+    "POSTGRES_PASSWORD": "compose-test-password",
+    "RABBITMQ_PASSWORD": "compose-test-password",
+    # One API key, "manifest-test-key": production refuses to serve an open graph_rag API.
+    "API_KEY_DIGESTS": json.dumps(
+        {hashlib.sha256(b"manifest-test-key").hexdigest(): "manifest-test"}
+    ),
+}
+# ${NAME} and ${NAME:?message}, as compose interpolates them from .env.
+_INTERPOLATED = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::\?[^}]*)?\}")
+
+
+def interpolate(value: str, env: Mapping[str, str] = USER_SECRETS) -> str:
+    """`value` with compose's variables replaced from `env` (KeyError: one is missing)."""
+    return _INTERPOLATED.sub(lambda match: env[match["name"]], value)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

@@ -26,6 +26,7 @@ from conftest import (
     SharedVenvs,
     free_port,
     fresh_database,
+    interpolate,
     project_env,
     tail,
     wait_ready,
@@ -72,7 +73,7 @@ def test_compose_processes_start_without_docker(
         **{k: v for k, v in service_urls.items() if k != "DATABASE_URL"},
     }
     environment = {
-        key: local.get(key, str(value))
+        key: local.get(key, interpolate(str(value)))
         for key, value in services["api"]["environment"].items()
         if key not in NOT_ON_THIS_MACHINE
     }

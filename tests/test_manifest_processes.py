@@ -40,15 +40,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 import variants as V
 import yaml
 from conftest import (
     IN_CI,
     READY_TIMEOUT,
+    USER_SECRETS,
     Renderer,
     SharedVenvs,
     fresh_database,
+    interpolate,
     project_env,
     tail,
     wait_ready,
@@ -56,7 +59,7 @@ from conftest import (
 from test_compose_processes import NOT_ON_THIS_MACHINE, free_port
 
 STOP_TIMEOUT = 60
-SECRETS = ("DATABASE_URL", "REDIS_URL", "RABBITMQ_URL")
+SECRETS = ("DATABASE_URL", "REDIS_URL", "RABBITMQ_URL", "API_KEY_DIGESTS")
 WORKDIR = Path("/app")
 ORDER = ("migrate", "api", "worker")  # the order a release runs them: migrate must finish first
 # Run as root in a private mount namespace: remount all but the kernel's file systems
@@ -228,7 +231,7 @@ def compose_containers(project: Path, images: dict[str, Image]) -> list[Containe
                 env={
                     **image.env,
                     **{
-                        k: str(v)
+                        k: interpolate(str(v))
                         for k, v in service["environment"].items()
                         if k not in NOT_ON_THIS_MACHINE
                     },
@@ -325,6 +328,16 @@ def _check_liveness(
         time.sleep(1)
 
 
+def _check_metrics(port: int, metrics_port: str | None) -> None:
+    """Production serves no metrics on the API port; the metrics port, where set, does."""
+    api = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert api.status_code == 404, "metrics are public on the API port"
+    if metrics_port is not None:
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert scraped.status_code == 200
+        assert 'route="/health/ready"' in scraped.text, scraped.text[:2000]
+
+
 @pytest.mark.generated
 @pytest.mark.services
 @pytest.mark.parametrize(("variant", "platform"), _params())
@@ -361,9 +374,16 @@ def test_processes_start_as_the_manifests_start_them(
     venv = shared_venv(variant.python)
     python = str(venv / "bin" / "python")
     # The fresh database, not the server's shared one that service_urls names.
-    local = {**{k: v for k, v in service_urls.items() if k in SECRETS}, "DATABASE_URL": database}
+    local = {
+        **{k: v for k, v in service_urls.items() if k in SECRETS},
+        "DATABASE_URL": database,
+        "API_KEY_DIGESTS": USER_SECRETS["API_KEY_DIGESTS"],
+    }
     port = free_port()
     own = {"PORT": str(port), "QUEUE_NAME": f"manifest-{uuid.uuid4().hex[:10]}"}
+    api = next(c for c in containers if c.name == "api")
+    if "METRICS_PORT" in api.env:  # a pod has its own network namespace: so has this run
+        own["METRICS_PORT"] = str(free_port())
 
     sandboxes = {c.name: Sandbox(tmp_path / c.name, c) for c in containers}
     migrate = sandboxes["migrate"]
@@ -393,6 +413,7 @@ def test_processes_start_as_the_manifests_start_them(
             assert process.poll() is None, f"{name} exited:\n{tail(logs[name].read_text())}"
         for name in processes:
             _check_liveness(sandboxes[name], project, venv, local, own)
+        _check_metrics(port, own.get("METRICS_PORT"))
         # As the platform stops a container: SIGTERM to its main process only (the worker's
         # pool processes hear it from their parent).
         for process in processes.values():

@@ -102,7 +102,7 @@ class AuditNote(Base):
 NEXT_TEMPLATE_REVISION = '''"""Audit notes: a table a later template release adds.
 
 Revision ID: 0099
-Revises: 0004
+Revises: TEMPLATE_HEAD
 """
 
 from collections.abc import Sequence
@@ -111,7 +111,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0099"
-down_revision: str | None = "0004"
+down_revision: str | None = "TEMPLATE_HEAD"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -230,7 +230,7 @@ def test_own_migrations_and_rows_survive_updates_across_releases(
     project.migrate()
     project.sql("INSERT INTO widgets (id, name) VALUES (1, 'sprocket'), (2, 'flange')")
 
-    # To HEAD: the template's 0003 and 0004 join the project's revision; migrate applies them.
+    # To HEAD: the template's later revisions join the project's; migrate applies them.
     update(root, data=answers, vcs_ref="HEAD")
     assert not unmerged(root), git(root, "status", "--porcelain")
     project.commit("update to HEAD")
@@ -257,9 +257,14 @@ def test_own_migrations_and_rows_survive_updates_across_releases(
     )
     project.commit("gadgets")
 
-    # A next release that ships a template revision of its own, after the fintech flavor's last.
+    # A next release that ships a template revision of its own, after the fintech flavor's last
+    # (the template's revisions are numbered, the project's are not).
+    heads = project.run("-m", "alembic", "heads").split()
+    (template_head,) = [head for head in heads if re.fullmatch(r"\d{4}", head)]
     package = template.root / "template" / "src" / "{{ package_name }}"
-    (package / "migrations" / "versions" / "0099_audit_notes.py").write_text(NEXT_TEMPLATE_REVISION)
+    (package / "migrations" / "versions" / "0099_audit_notes.py").write_text(
+        NEXT_TEMPLATE_REVISION.replace("TEMPLATE_HEAD", template_head)
+    )
     (package / "audit").mkdir()
     (package / "audit" / "__init__.py").write_text('"""Audit notes."""\n')
     (package / "audit" / "models.py").write_text(NEXT_TEMPLATE_MODEL)
