@@ -47,6 +47,9 @@ from .errors import AppError, ServiceUnavailableError
 from .observability import Metrics
 from .settings import Settings
 
+# The counter of failed authentications per client address (see `RateLimiter.count_failure`).
+AUTH_FAILURES = "auth_failures"
+
 
 class RateLimitedError(AppError):
     status_code = 429
@@ -72,6 +75,7 @@ class RateLimiter:
         # Parsed once: a typo in a limit fails start-up, not the first request.
         self.default = parse(settings.rate_limit_default)
         self.routes = {name: parse(text) for name, text in settings.rate_limit_routes.items()}
+        self.routes[AUTH_FAILURES] = parse(settings.rate_limit_auth_failures)
         self.fail_open = settings.rate_limit_fail_open
         self._storage_factory = storage
         self._limiter: MovingWindowRateLimiter | None = None
@@ -145,6 +149,46 @@ class RateLimiter:
             )
         return headers
 
+    async def failures_exhausted(self, address: str) -> RateLimitedError | None:
+        """The 429 for an address that used up its failed authentications, else None; counts
+        nothing. An authenticator asks before a lookup that costs something (a query)."""
+        if self._limiter is None:
+            raise RuntimeError("the rate limiter is not open")
+        item = self.limit(AUTH_FAILURES)
+        if self.outage.backing_off:
+            self._unchecked(AUTH_FAILURES)
+            return None
+        async with self._turn():
+            try:
+                if await self._limiter.test(item, AUTH_FAILURES, address):
+                    return None
+                reset_at, _ = await self._limiter.get_window_stats(item, AUTH_FAILURES, address)
+            except Exception as exc:  # the storage is down: the setting decides, as for limits
+                self.errors.inc()
+                self.outage.failed(exc)
+                self._unchecked(AUTH_FAILURES)
+                return None
+        self.outage.succeeded()
+        self.rejected.labels(AUTH_FAILURES).inc()
+        retry = max(math.ceil(reset_at - time.time()), 1)
+        return RateLimitedError(
+            f"too many failed authentications from this address; retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
+
+    async def count_failure(self, address: str) -> RateLimitedError | None:
+        """Count a failed authentication of `address`: the 429 to answer instead of 401 once
+        it is over RATE_LIMIT_AUTH_FAILURES, else None."""
+        try:
+            await self.enforce(AUTH_FAILURES, address)
+        except RateLimitedError as exc:
+            return RateLimitedError(
+                "too many failed authentications from this address; "
+                f"retry in {exc.headers['Retry-After'] if exc.headers else 1} s",
+                headers=exc.headers,
+            )
+        return None
+
     @asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
         """One of the storage's connections, waited for: contention is not an outage."""
@@ -180,6 +224,11 @@ def client_identity(request: Request) -> str:
     user_id = getattr(request.state, "user_id", None)
     if user_id is not None:
         return f"user:{user_id}"
+    return client_address(request)
+
+
+def client_address(request: Request) -> str:
+    """The client's address, as uvicorn derived it (X-Forwarded-For only from a trusted proxy)."""
     return f"ip:{request.client.host if request.client else 'unknown'}"
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from ..db import Database
 from ..resources import Resource
 from ..settings import Settings
-from . import market, portfolio, reports, static_data, trades
+from . import market, portfolio, reports, static_data, tokens, trades
 
 
 def fintech_resources(settings: Settings, database: Database) -> list[Resource]:
@@ -27,4 +27,5 @@ def fintech_routers() -> list[APIRouter]:
         trades.router,
         reports.router,
         static_data.router,
+        tokens.router,
     ]

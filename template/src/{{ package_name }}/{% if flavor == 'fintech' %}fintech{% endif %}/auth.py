@@ -9,15 +9,18 @@ low-entropy passwords. A 256-bit random token cannot be guessed, so a slow hash 
 tens of milliseconds per request and no security; SHA-256 is preimage resistant, and lookups
 by digest are exact-match index lookups (no timing side channel on the token itself).
 
-A valid token's user is kept in the cache for AUTH_TOKEN_CACHE_TTL seconds: a revoked token
-keeps working at most that long.
+Tokens expire (AUTH_TOKEN_TTL_DAYS after they are issued) and can be revoked; users issue,
+list and revoke their own through /api/tokens (tokens.py). A valid token's user is kept in the
+cache for AUTH_TOKEN_CACHE_TTL seconds; revoking drops that entry, so a revoked token stops
+working at once where the cache is shared (Redis) and within that many seconds elsewhere.
+Failed attempts are limited per client address (see security.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -43,11 +46,24 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def issue_token(session: AsyncSession, user_id: int, label: str = "api") -> str:
-    """A new token for `user_id`; the caller commits. The token itself is shown only now."""
+async def issue_token(
+    session: AsyncSession,
+    user_id: int,
+    label: str = "api",
+    lifetime: timedelta = timedelta(days=90),
+) -> str:
+    """A new token for `user_id`, valid for `lifetime`; the caller commits. The token itself
+    is shown only now."""
     token = new_token()
+    now = datetime.now(UTC)
     session.add(
-        ApiToken(digest=digest(token), user_id=user_id, label=label, created_at=datetime.now(UTC))
+        ApiToken(
+            digest=digest(token),
+            user_id=user_id,
+            label=label,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
     )
     return token
 
@@ -64,18 +80,25 @@ class TokenAuth(BearerAuth):
     """
 
     async def __call__(self, request: Request) -> int:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token or len(token) > 256:
-            raise UnauthorizedError("a bearer token is required", headers=_CHALLENGE)
+        token = self.credential(request)
+        if token is None or len(token) > 256:
+            raise await self.failed(
+                request, UnauthorizedError("a bearer token is required", headers=_CHALLENGE)
+            )
         key = digest(token)
         database: Database = request.app.state.database
         settings: Settings = request.app.state.settings
 
         async def load() -> int:
+            # Only on a cache miss, which a forged token always is: refuse a guesser here.
+            await self.exhausted(request)
             async with database.session() as session:
                 user_id = await session.scalar(
-                    select(ApiToken.user_id).where(ApiToken.digest == key)
+                    select(ApiToken.user_id).where(
+                        ApiToken.digest == key,
+                        ApiToken.revoked_at.is_(None),
+                        ApiToken.expires_at > datetime.now(UTC),
+                    )
                 )
             if user_id is None:
                 raise _UnknownTokenError  # not cached: a later issued token must work at once
@@ -83,15 +106,23 @@ class TokenAuth(BearerAuth):
 
         try:
             user_id = await cache_of(request).get_or_load(
-                f"auth:{key.hex()}", load, int, ttl=settings.auth_token_cache_ttl
+                token_cache_key(key), load, int, ttl=settings.auth_token_cache_ttl
             )
         except _UnknownTokenError:
-            raise UnauthorizedError(
-                "the bearer token is invalid",
-                headers={"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'},
+            raise await self.failed(
+                request,
+                UnauthorizedError(
+                    "the bearer token is unknown, expired or revoked",
+                    headers={"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'},
+                ),
             ) from None
         request.state.user_id = user_id
         return user_id
+
+
+def token_cache_key(key: bytes) -> str:
+    """Where a valid token's user is cached; revoking drops it."""
+    return f"auth:{key.hex()}"
 
 
 authenticated_user = TokenAuth(

@@ -87,7 +87,12 @@ async def _next_id(connection: AsyncConnection, table: Table) -> int:
 
 
 async def seed(
-    engine: AsyncEngine, *, users: int, instruments: int, rng_seed: int = 42
+    engine: AsyncEngine,
+    *,
+    users: int,
+    instruments: int,
+    rng_seed: int = 42,
+    token_ttl: timedelta = timedelta(days=90),
 ) -> SeedResult:
     """Add `users` users (with portfolios, holdings, opening trades and one token each) and
     `instruments` instruments; existing rows are kept."""
@@ -145,7 +150,13 @@ async def seed(
             token = new_token()
             tokens[user_id] = token
             token_rows.append(
-                {"digest": digest(token), "user_id": user_id, "label": "seed", "created_at": now}
+                {
+                    "digest": digest(token),
+                    "user_id": user_id,
+                    "label": "seed",
+                    "created_at": now,
+                    "expires_at": now + token_ttl,
+                }
             )
             count = min(len(instrument_ids), rng.randint(3, 8))
             for instrument_id in rng.sample(instrument_ids, count):
@@ -210,7 +221,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> SeedResult:
     engine = create_engine(settings)
     try:
         return await seed(
-            engine, users=args.users, instruments=args.instruments, rng_seed=args.seed
+            engine,
+            users=args.users,
+            instruments=args.instruments,
+            rng_seed=args.seed,
+            token_ttl=timedelta(days=settings.auth_token_ttl_days),
         )
     finally:
         await engine.dispose()
@@ -232,6 +247,11 @@ def run_seed(args: argparse.Namespace, settings: Settings) -> int:
     elif result.tokens:
         user_id, token = next(iter(result.tokens.items()))
         sys.stdout.write(f"demo token for user {user_id}: {token}\n")
+    if result.tokens:
+        sys.stdout.write(
+            f"tokens expire in {settings.auth_token_ttl_days} days; a user issues, lists and "
+            "revokes their own with POST, GET and DELETE /api/tokens\n"
+        )
     return 0
 
 

@@ -31,14 +31,19 @@ class ApiKeyAuth(BearerAuth):
         settings: Settings = request.app.state.settings
         if not settings.api_key_digests:
             return None
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key:
-            raise UnauthorizedError(
-                "an API key is required: Authorization: Bearer <key>", headers=CHALLENGE
+        key = self.credential(request)
+        if key is None:
+            raise await self.failed(
+                request,
+                UnauthorizedError(
+                    "an API key is required: Authorization: Bearer <key>", headers=CHALLENGE
+                ),
             )
-        client = settings.api_key_digests.get(hashlib.sha256(key.strip().encode()).hexdigest())
+        client = settings.api_key_digests.get(hashlib.sha256(key.encode()).hexdigest())
         if client is None:
-            raise UnauthorizedError("unknown API key", headers=CHALLENGE)
+            raise await self.failed(
+                request, UnauthorizedError("unknown API key", headers=CHALLENGE)
+            )
         request.state.user_id = client
         return client
 

@@ -14,7 +14,9 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 from pydantic_core import from_json
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import Database
 from ..errors import AppError
@@ -48,11 +50,19 @@ class DocumentIn(RequestModel):
         default_factory=dict, max_length=MAX_METADATA_KEYS
     )
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    external_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Your own id for the document. Storing one you stored before (a retry "
+        "after a lost answer) stores nothing and answers the stored document's id.",
+    )
 
 
 class Accepted(BaseModel):
     document_id: int
-    job_id: str
+    job_id: str | None = Field(description="The embedding job; null when nothing was stored.")
+    created: bool = Field(description="False when this external_id was stored before.")
 
 
 class ItemError(BaseModel):
@@ -65,7 +75,10 @@ class ItemError(BaseModel):
 class BatchAccepted(BaseModel):
     accepted: int
     document_ids: list[int] = Field(description="In the order of the valid items.")
-    job_id: str | None = Field(description="One embedding job for the whole batch.")
+    job_id: str | None = Field(
+        description="One embedding job for the documents stored now; null when there were none."
+    )
+    created: int = Field(description="Documents stored now; the others had been stored before.")
     errors: list[ItemError] = Field(description="Every invalid item, by index and field.")
 
 
@@ -109,11 +122,34 @@ class Ingestor:
 
     async def store(
         self, documents: Sequence[DocumentIn], owner: str | None = None
-    ) -> tuple[list[int], str]:
-        """Insert the documents and their graph, record one embedding job: one transaction."""
+    ) -> tuple[list[int], str | None, int]:
+        """Store the documents their owner has not stored yet, with their graph and one
+        embedding job, in one transaction. Returns every document's id (in order), the job's id
+        (None when nothing was new) and how many were new. A document whose `external_id` the
+        owner stored before is not stored again: a retried ingest is a no-op."""
         extractions = await asyncio.to_thread(self._extract, documents)
+        try:
+            return await self._store(documents, extractions, owner)
+        except IntegrityError:
+            # A concurrent retry stored some of them first (the unique index said so): what
+            # it stored is found this time.
+            return await self._store(documents, extractions, owner)
+
+    async def _store(
+        self, documents: Sequence[DocumentIn], extractions: list[Any], owner: str | None
+    ) -> tuple[list[int], str | None, int]:
         now = datetime.now(UTC)
         async with self._database.session() as session:
+            known = await self._stored_ids(session, documents, owner)
+            new: list[int] = []  # positions of the documents to store now
+            for position, document in enumerate(documents):
+                key = document.external_id
+                if key is None or key not in known:
+                    new.append(position)
+                    if key is not None:
+                        known[key] = -1  # the same id twice in one batch: stored once
+            if not new:
+                return [known[d.external_id or ""] for d in documents], None, 0
             # PostgreSQL returns the ids in parameter order from batched statements. SQLite
             # would need one INSERT per row for that; batched, it gives each new row the
             # largest rowid so far plus one (sqlite.org/autoinc.html), so the ids come in
@@ -123,30 +159,57 @@ class Ingestor:
                 insert(DOCUMENTS).returning(DOCUMENTS.c.id, sort_by_parameter_order=postgres),
                 [
                     {
-                        "title": d.title,
-                        "text": d.text,
-                        "metadata": d.metadata,
-                        "tags": d.tags,
+                        "title": documents[p].title,
+                        "text": documents[p].text,
+                        "metadata": documents[p].metadata,
+                        "tags": documents[p].tags,
                         "created_at": now,
+                        "owner": owner,
+                        "external_id": documents[p].external_id,
                     }
-                    for d in documents
+                    for p in new
                 ],
             )
-            ids = [int(i) for i in result.scalars()]
+            new_ids = [int(i) for i in result.scalars()]
             if not postgres:
-                ids.sort()
+                new_ids.sort()
+            ids: list[int | None] = [None] * len(documents)
+            for position, document_id in zip(new, new_ids, strict=True):
+                ids[position] = document_id
+                key = documents[position].external_id
+                if key is not None:
+                    known[key] = document_id
             await self._graph.add(
                 session,
-                [DocumentGraph(i, e) for i, e in zip(ids, extractions, strict=True)],
+                [DocumentGraph(i, extractions[p]) for p, i in zip(new, new_ids, strict=True)],
             )
             # Commits the documents, the graph and the job together.
             job = await self._jobs.submit(
                 session,
                 EMBED_JOB,
-                {"document_ids": ids, "embedder": self.settings.embedder},
+                {"document_ids": new_ids, "embedder": self.settings.embedder},
                 owner=owner,
             )
-        return ids, job.id
+        every = [
+            known[d.external_id or ""] if i is None else i
+            for i, d in zip(ids, documents, strict=True)
+        ]
+        return every, job.id, len(new)
+
+    @staticmethod
+    async def _stored_ids(
+        session: AsyncSession, documents: Sequence[DocumentIn], owner: str | None
+    ) -> dict[str, int]:
+        """external_id -> id of the owner's documents stored before, among these."""
+        keys = {d.external_id for d in documents if d.external_id is not None}
+        if not keys:
+            return {}
+        rows = await session.execute(
+            select(DOCUMENTS.c.external_id, DOCUMENTS.c.id).where(
+                DOCUMENTS.c.owner == owner, DOCUMENTS.c.external_id.in_(keys)
+            )
+        )
+        return {str(key): int(document_id) for key, document_id in rows}
 
     def _extract(self, documents: Sequence[DocumentIn]) -> list[Any]:
         return [self._extractor.extract(d.title, d.text, d.tags) for d in documents]
@@ -244,9 +307,10 @@ def _ingestor(request: Request) -> Ingestor:
 async def create_document(
     document: DocumentIn, owner: Owner, request: Request, response: Response
 ) -> Accepted:
-    (document_id,), job_id = await _ingestor(request).store([document], owner)
-    response.headers["Location"] = f"/api/jobs/{job_id}"
-    return Accepted(document_id=document_id, job_id=job_id)
+    (document_id,), job_id, created = await _ingestor(request).store([document], owner)
+    if job_id is not None:
+        response.headers["Location"] = f"/api/jobs/{job_id}"
+    return Accepted(document_id=document_id, job_id=job_id, created=created == 1)
 
 
 @router.post(
@@ -287,8 +351,11 @@ async def ingest_batch(owner: Owner, request: Request, response: Response) -> Ba
             f"no valid document in the batch ({len(errors)} errors)",
             extra={"errors": [error.model_dump() for error in errors]},
         )
-    ids, job_id = await ingestor.store([document for _, document in valid], owner)
+    ids, job_id, created = await ingestor.store([document for _, document in valid], owner)
     if errors:
         response.status_code = 207
-    response.headers["Location"] = f"/api/jobs/{job_id}"
-    return BatchAccepted(accepted=len(ids), document_ids=ids, job_id=job_id, errors=errors)
+    if job_id is not None:
+        response.headers["Location"] = f"/api/jobs/{job_id}"
+    return BatchAccepted(
+        accepted=len(ids), document_ids=ids, job_id=job_id, created=created, errors=errors
+    )

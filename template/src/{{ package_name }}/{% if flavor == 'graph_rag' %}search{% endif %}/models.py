@@ -22,6 +22,8 @@ from ..db import Base
 
 class Document(Base):
     __tablename__ = "documents"
+    # A client's own id is unique among its documents: storing it again returns the first.
+    __table_args__ = (Index("uq_documents_owner_external_id", "owner", "external_id", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(String(500))
@@ -30,6 +32,9 @@ class Document(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
     tags: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Who stored it ("client:<id>", or "anonymous" while the API is open), and their id for it.
+    owner: Mapped[str | None] = mapped_column(String(200))
+    external_id: Mapped[str | None] = mapped_column(String(200))
 
 
 class Entity(Base):
