@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import SERVICE_DESCRIPTION, SERVICE_NAME, __version__, health
-from .components import build_resources, feature_routers, startup_problem
+from .components import build_resources, feature_routers, router_body_limits, startup_problem
 from .errors import install_error_handlers
 from .middleware import (
     BodyLimitMiddleware,
@@ -76,10 +76,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.router.routes.extend(health.internal_router.routes)
         if settings.metrics_enabled and settings.metrics_port is None:
             app.router.routes.extend(metrics_router.routes)
-    for router in feature_routers(settings):
+    for router in feature_routers():
         app.include_router(router)
     document_rate_limits(app)
-    install_openapi(app, max_body_bytes=settings.max_body_bytes)
+    limits = list(body_limits(app.routes, settings.max_body_bytes, router_body_limits(settings)))
+    install_openapi(app, limits)
 
     install_error_handlers(app, app.state.database)
 
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_body_bytes,
-        routes=list(body_limits(app.routes, settings.max_body_bytes)),
+        routes=limits,
     )
     app.add_middleware(
         CompressionMiddleware, minimum_size=settings.gzip_minimum_size, level=settings.gzip_level

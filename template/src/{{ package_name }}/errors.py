@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .observability import request_id_var
+from .routing import allowed_methods
 
 if TYPE_CHECKING:
     from .db import Database
@@ -197,7 +198,7 @@ async def _validation_error(_: Request, exc: Exception) -> Response:
     return problem(422, "validation_error", f"invalid request: {fields}", errors=errors)
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.__cause__ is not None:
         # FastAPI's "There was an error parsing the body", raised from what went wrong.
@@ -218,6 +219,9 @@ async def _http_error(_: Request, exc: Exception) -> Response:
         )
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        allowed = allowed_methods(request.app.routes, request.url.path)
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
     return problem(exc.status_code, code, str(exc.detail), headers=headers)
 
 

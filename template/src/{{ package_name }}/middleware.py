@@ -19,7 +19,7 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
 from starlette.routing import BaseRoute
@@ -334,15 +334,18 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-def body_limits(routes: Iterable[BaseRoute], default: int) -> Iterator[tuple[APIRoute, int]]:
-    """Every API route with its body limit: its own, else its router's, else `default`."""
+def body_limits(
+    routes: Iterable[BaseRoute], default: int, routers: Sequence[tuple[APIRouter, int]] = ()
+) -> Iterator[tuple[APIRoute, int]]:
+    """Every API route with its body limit: its own (`max_body_size`), else its router's (from
+    `routers`, or the router's `max_body_size`), else `default`."""
     for route in routes:
         if isinstance(route, APIRoute):
             yield route, route.max_body_size if route.max_body_size is not None else default
         included = getattr(route, "original_router", None)
         if included is not None:
-            own = included.max_body_size
-            yield from body_limits(included.routes, own if own is not None else default)
+            own = next((n for r, n in routers if r is included), included.max_body_size)
+            yield from body_limits(included.routes, own if own is not None else default, routers)
 
 
 def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:

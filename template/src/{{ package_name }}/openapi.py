@@ -2,20 +2,22 @@
 
 FastAPI documents what a route declares. This adds, once, when the schema is first asked for:
 the `application/problem+json` body of every error answer (see errors.py), the answers every
-operation can give (400 for an unreadable body, 413 over the body limit, 422, 500, 503), and
-each operation's body limit in its description.
+operation can give (400 for an unreadable body, 413 over the body limit, 422, 500, 503),
+each operation's body limit in its description, and the job kinds POST /api/jobs accepts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 
 from .errors import PROBLEM_JSON
-from .middleware import body_limits
+from .jobs import public_kinds
 
 
 class FieldProblem(BaseModel):
@@ -53,8 +55,13 @@ _WITH_BODY = {
 }
 
 
-def install_openapi(app: FastAPI, *, max_body_bytes: int) -> None:
+def install_openapi(app: FastAPI, body_limits: Iterable[tuple[APIRoute, int]]) -> None:
     """Have `app.openapi()` build the schema with the additions above (once, then cached)."""
+    limits = {
+        (route.path_format, method): limit
+        for route, limit in body_limits
+        for method in route.methods or ()
+    }
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -64,11 +71,6 @@ def install_openapi(app: FastAPI, *, max_body_bytes: int) -> None:
                 description=app.description,
                 routes=app.routes,
             )
-            limits = {
-                (route.path_format, method): limit
-                for route, limit in body_limits(app.routes, max_body_bytes)
-                for method in route.methods or ()
-            }
             _document(schema, limits)
             app.openapi_schema = schema
         return app.openapi_schema
@@ -100,9 +102,31 @@ def _document(schema: dict[str, Any], limits: dict[tuple[str, str], int]) -> Non
             for status, response in responses.items():
                 if status[0] in "45" and _plain(response):
                     response["content"] = _PROBLEM_CONTENT
+    _document_job_kinds(schema)
     if not _mentions(schema.get("paths", {}), _VALIDATION_REF):
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
+
+
+def _document_job_kinds(schema: dict[str, Any]) -> None:
+    """POST /api/jobs takes the public job kinds registered when the schema is built (after
+    the lifespan imported JOB_MODULES); with none, it accepts nothing and is left out."""
+    kinds = public_kinds()
+    request = schema["components"]["schemas"].get("JobRequest")
+    if request is None:
+        return
+    if kinds:
+        request["properties"]["kind"] = {
+            **request["properties"]["kind"],
+            "enum": kinds,
+            "examples": kinds[:1],
+        }
+        return
+    jobs = schema["paths"].get("/api/jobs", {})
+    jobs.pop("post", None)
+    if not jobs:
+        schema["paths"].pop("/api/jobs", None)
+    schema["components"]["schemas"].pop("JobRequest", None)
 
 
 def _plain(response: dict[str, Any]) -> bool:

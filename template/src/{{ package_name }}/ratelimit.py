@@ -29,22 +29,21 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter
-from starlette.routing import BaseRoute
 
 from .cache import Outage
 from .errors import AppError, ServiceUnavailableError
 from .observability import Metrics
+from .routing import api_routes
 from .settings import Settings
 
 # The counter of failed authentications per client address (see `RateLimiter.count_failure`).
@@ -258,22 +257,12 @@ def describe(item: RateLimitItem) -> str:
 def document_rate_limits(app: FastAPI) -> None:
     """Write each limited route's limit into its OpenAPI description and responses."""
     limiter: RateLimiter = app.state.ratelimit
-    for route in _api_routes(app.routes):
+    for route in api_routes(app.routes):
         for limited in _rate_limits(route.dependant):
             text = describe(limiter.limit(limited.route))
             if text not in (route.description or ""):
                 route.description = "\n\n".join(filter(None, [route.description, text]))
             route.responses.setdefault(429, {"description": "Rate limit exceeded"})
-
-
-def _api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        # FastAPI 0.16x keeps an included router as one entry pointing at the original router.
-        included = getattr(route, "original_router", None)
-        if included is not None:
-            yield from _api_routes(included.routes)
 
 
 def _rate_limits(dependant: Dependant) -> Iterator[RateLimit]:

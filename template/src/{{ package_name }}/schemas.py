@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, BeforeValidator, field_validator
 from pydantic_core import PydanticCustomError
 
 NUL = "\x00"
@@ -41,8 +41,26 @@ def check_storable(value: Any) -> Any:
     return value
 
 
+def _json_integer(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("int_type", "Input should be an integer")
+    return value
+
+
+# A JSON integer (5, or 5.0), never a boolean or a string: Annotated[int, JSON_INTEGER]. Bounds
+# go before it, or the schema shows pydantic's names for them: Annotated[int, Field(ge=1),
+# JSON_INTEGER].
+JSON_INTEGER = BeforeValidator(_json_integer)
+
+
 class RequestModel(BaseModel):
-    """Subclass this for request bodies: every field, nested values included, is checked."""
+    """Subclass this for request bodies: every field, nested values included, is checked.
+
+    FastAPI validates the parsed JSON in Python mode, where pydantic's lax mode takes `true`
+    and `"5"` for integers: annotate integer fields with `JSON_INTEGER`, so that what passes
+    is what the schema says. (Strict mode for the whole model would refuse the strings that
+    amounts and dates arrive as, and the `5.0` that JSON Schema counts as an integer.)
+    """
 
     @field_validator("*", mode="after")
     @classmethod

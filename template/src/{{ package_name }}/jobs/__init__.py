@@ -59,6 +59,11 @@ def job_kind(kind: str) -> JobKind | None:
     return _KINDS.get(kind)
 
 
+def public_kinds() -> list[str]:
+    """The kinds clients may submit through POST /api/jobs, sorted."""
+    return sorted(name for name, kind in _KINDS.items() if kind.public)
+
+
 def load_job_modules(modules: Iterable[str]) -> None:
     """Import the modules that register handlers (the JOB_MODULES setting)."""
     for module in modules:

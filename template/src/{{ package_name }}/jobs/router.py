@@ -33,7 +33,8 @@ JobId = Annotated[str, Path(min_length=32, max_length=32, pattern="^[0-9a-f]{32}
 
 
 class JobRequest(RequestModel):
-    kind: str = Field(min_length=1, max_length=100, examples=["report"])
+    # The schema lists the registered public kinds (see openapi.py).
+    kind: str = Field(min_length=1, max_length=100)
     arguments: dict[str, JsonValue] = Field(default_factory=dict, max_length=100)
 
 

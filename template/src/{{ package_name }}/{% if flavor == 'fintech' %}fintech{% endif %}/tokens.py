@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from ..cache import cache_of
 from ..db import SessionDep
 from ..errors import NotFoundError
 from ..ratelimit import rate_limit
-from ..schemas import RequestModel
+from ..schemas import JSON_INTEGER, RequestModel
 from ..settings import Settings
 from .auth import CurrentUser, authenticated_user, digest, issue_token, token_cache_key
 from .models import ApiToken
@@ -32,9 +32,11 @@ _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
 
 
 class TokenRequest(RequestModel):
+    model_config = ConfigDict(extra="forbid")
+
     label: str = Field(default="api", min_length=1, max_length=100, examples=["ci"])
-    expires_in_days: int | None = Field(
-        default=None, ge=1, description="At most AUTH_TOKEN_TTL_DAYS, which is also the default."
+    expires_in_days: Annotated[int, Field(ge=1, le=3650), JSON_INTEGER] | None = Field(
+        default=None, description="Capped at AUTH_TOKEN_TTL_DAYS, which is also the default."
     )
 
 
