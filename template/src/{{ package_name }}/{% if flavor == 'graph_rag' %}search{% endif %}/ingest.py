@@ -12,7 +12,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 from pydantic_core import from_json
 from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -39,7 +46,7 @@ MAX_TAGS = 32
 MAX_TAG = 64
 MAX_METADATA_KEYS = 32
 
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TAG)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG)]
 MetadataValue = Annotated[str, StringConstraints(max_length=1000)] | int | float | bool | None
 
 
@@ -49,7 +56,11 @@ class DocumentIn(RequestModel):
     metadata: dict[Annotated[str, StringConstraints(max_length=100)], MetadataValue] = Field(
         default_factory=dict, max_length=MAX_METADATA_KEYS
     )
-    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description="Trimmed of surrounding whitespace; a tag that is only whitespace is dropped.",
+    )
     external_id: str | None = Field(
         default=None,
         min_length=1,
@@ -57,6 +68,12 @@ class DocumentIn(RequestModel):
         description="Your own id for the document. Storing one you stored before (a retry "
         "after a lost answer) stores nothing and answers the stored document's id.",
     )
+
+    @field_validator("tags")
+    @classmethod
+    def _trimmed(cls, tags: list[str]) -> list[str]:
+        # After validation, not before: what the schema allows is accepted, then normalised.
+        return [tag.strip() for tag in tags if tag.strip()]
 
 
 class Accepted(BaseModel):
