@@ -20,6 +20,7 @@ from .middleware import (
     body_limits,
 )
 from .observability import Metrics, configure_logging, metrics_router
+from .observability import metrics as metrics_endpoint
 from .openapi import install_openapi
 from .ratelimit import document_rate_limits
 from .resources import ResourceRegistry
@@ -30,6 +31,20 @@ logger = logging.getLogger(__name__)
 
 class UnsafeConfigurationError(RuntimeError):
     """A production configuration that would expose the service (see `startup_problem`)."""
+
+
+def _withhold_internals(app: FastAPI, settings: Settings) -> None:
+    """Keep off an API port that faces clients what is for operators: the scaling report and
+    the metrics where internals are hidden (EXPOSE_INTERNALS), the metrics where they have a
+    port of their own (METRICS_PORT)."""
+    withheld: set[object] = set()
+    if not settings.shows_internals:
+        withheld |= {health.scaling, metrics_endpoint}
+    if settings.metrics_port is not None:
+        withheld.add(metrics_endpoint)
+    app.router.routes[:] = [
+        route for route in app.router.routes if getattr(route, "endpoint", None) not in withheld
+    ]
 
 
 @asynccontextmanager
@@ -72,13 +87,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     # frequent requests; and straight onto the app's router, because an included router costs
     # ~12 us more per request to match (measured with bench/bench_stack.py).
     app.router.routes.extend(health.router.routes)
-    if settings.shows_internals:
-        app.router.routes.extend(health.internal_router.routes)
-        if settings.metrics_enabled and settings.metrics_port is None:
-            app.router.routes.extend(metrics_router.routes)
+    if settings.metrics_enabled:
+        app.router.routes.extend(metrics_router.routes)
     for router in feature_routers():
         app.include_router(router)
     document_rate_limits(app)
+    _withhold_internals(app, settings)
     limits = list(body_limits(app.routes, settings.max_body_bytes, router_body_limits(settings)))
     install_openapi(app, limits)
 

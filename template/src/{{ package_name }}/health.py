@@ -30,8 +30,6 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/health", tags=["health"])
-# Served only where internals are shown (EXPOSE_INTERNALS; not in production by default).
-internal_router = APIRouter(prefix="/health", tags=["health"])
 
 _LIVE_BODY = b'{"status":"alive"}'
 _CGROUP = Path("/sys/fs/cgroup")
@@ -229,13 +227,14 @@ def _outcome(result: str) -> str:
     return "degraded" if result.startswith(DEGRADED) else "failed"
 
 
-@internal_router.get(
+@router.get(
     "/scaling",
     summary="Autoscaling signal: CPU, memory and a recommendation",
     description=(
         "Usage sampled in the background every `SCALING_SAMPLE_INTERVAL` seconds against the "
         "targets `SCALING_CPU_TARGET` and `SCALING_MEMORY_TARGET`, the same numbers as the "
-        "autoscaler manifests."
+        "autoscaler manifests. Not served where internals are hidden (EXPOSE_INTERNALS, off "
+        "in production)."
     ),
     response_model=ScalingReport,
 )
