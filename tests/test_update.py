@@ -219,6 +219,12 @@ def test_update_from_the_first_release_keeps_edits_and_brings_changes(
     for text in (settings, readme.read_text()):
         assert not re.search(r"^<<<<<<< ", text, re.MULTILINE)
 
+    # What the CHANGELOG asks of the user: 0.3.0's suite wants every route authenticated or
+    # declared public, and the greeting is public.
+    edit(package / "greetings.py", '@router.get("/api/greetings", summary="Say hello")', (
+        '@router.get("/api/greetings", summary="Say hello", openapi_extra={"x-public": True})'
+    ))  # fmt: skip
+
     # The updated project still passes its own tests.
     _run_suite(project, shared_venv(variant.python), {}, f"{variant.id} after update")
 

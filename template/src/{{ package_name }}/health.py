@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from .observability import request_id_var
 from .resources import DEGRADED, registry, stop_task
+from .routing import PUBLIC
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,7 @@ def recommend(sample: UsageSample, cpu_target: int, memory_target: int) -> Scali
 
 @router.get(
     "/live",
+    openapi_extra=PUBLIC,
     summary="Liveness: the process answers",
     description="Never touches a dependency, so a database outage does not restart the pod.",
     responses={200: {"content": {"application/json": {"example": {"status": "alive"}}}}},
@@ -183,6 +185,7 @@ async def live() -> Response:
 
 @router.get(
     "/ready",
+    openapi_extra=PUBLIC,
     summary="Readiness: every resource answers",
     description=(
         "Checks each resource concurrently (timeout `READINESS_TIMEOUT`). "
@@ -229,6 +232,7 @@ def _outcome(result: str) -> str:
 
 @router.get(
     "/scaling",
+    openapi_extra=PUBLIC,
     summary="Autoscaling signal: CPU, memory and a recommendation",
     description=(
         "Usage sampled in the background every `SCALING_SAMPLE_INTERVAL` seconds against the "

@@ -23,6 +23,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .routing import PUBLIC
+
 # Set by the request-context middleware; read by every log line written during the request.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -166,6 +168,7 @@ metrics_router = APIRouter(tags=["observability"])
 
 @metrics_router.get(
     "/metrics",
+    openapi_extra=PUBLIC,
     summary="Prometheus metrics",
     description="Request count and latency per route template, requests in flight, and more.",
     response_class=Response,

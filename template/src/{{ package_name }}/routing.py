@@ -1,11 +1,17 @@
-"""Walking the app's routes, included routers and all."""
+"""Walking the app's routes, included routers and all, and marking the public ones."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
+
+# `openapi_extra=PUBLIC` declares an operation that anyone may call, on purpose. Every other
+# operation must depend on an authentication scheme: tests/test_security.py fails for one that
+# does neither, so a route cannot ship open by accident.
+PUBLIC: dict[str, Any] = {"x-public": True}
 
 
 def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db import Database
 from ..errors import AppError
 from ..resources import Degraded, FailureLog, stop_task
+from ..routing import PUBLIC
 from ..settings import Settings
 from .models import Instrument, MarketState
 from .money import as_string
@@ -234,6 +235,7 @@ def _matches(if_none_match: str, snapshot: Snapshot) -> bool:
 
 @router.get(
     "",
+    openapi_extra=PUBLIC,
     summary="Prices of every instrument",
     description="One JSON document with every instrument and its price (prices are strings). "
     "Gzip-compressed for clients that accept it (above the minimum size), with an ETag: send "

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from ..db import SessionDep
+from ..routing import PUBLIC
 from .models import Instrument
 
 router = APIRouter(prefix="/api/static-data", tags=["reference data"])
@@ -24,7 +25,7 @@ def _cacheable(request: Request, response: Response) -> None:
     response.headers["Cache-Control"] = request.app.state.settings.static_data_cache_control
 
 
-@router.get("/instruments", summary="Every instrument (without prices)")
+@router.get("/instruments", summary="Every instrument (without prices)", openapi_extra=PUBLIC)
 async def list_instruments(
     session: SessionDep, request: Request, response: Response
 ) -> list[InstrumentInfo]:
@@ -37,7 +38,7 @@ async def list_instruments(
     return [InstrumentInfo.model_validate(row, from_attributes=True) for row in rows]
 
 
-@router.get("/currencies", summary="Currencies instruments are quoted in")
+@router.get("/currencies", summary="Currencies instruments are quoted in", openapi_extra=PUBLIC)
 async def list_currencies(session: SessionDep, request: Request, response: Response) -> list[str]:
     rows = await session.scalars(
         select(Instrument.currency).distinct().order_by(Instrument.currency)
