@@ -36,6 +36,7 @@ from .errors import (
     is_schema_error,
     is_unavailable,
 )
+from .resources import resource_of
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -322,8 +323,7 @@ class Database:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, closed when the response is done."""
-    database: Database = request.app.state.database
-    async with database.session() as session:
+    async with resource_of(request, Database).session() as session:
         yield session
 
 

@@ -23,8 +23,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from .deps import settings_of
 from .observability import request_id_var
-from .resources import DEGRADED, registry, stop_task
+from .resources import DEGRADED, registry, resource_of, stop_task
 from .routing import PUBLIC
 from .settings import Settings
 
@@ -197,7 +198,7 @@ async def live() -> Response:
     responses={503: {"description": "At least one resource failed its check"}},
 )
 async def ready(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+    settings = settings_of(request)
     checks = await registry(request).check(settings.readiness_timeout)
     failed = sorted(
         name
@@ -243,7 +244,7 @@ def _outcome(result: str) -> str:
     response_model=ScalingReport,
 )
 async def scaling(request: Request) -> ScalingReport:
-    monitor: ScalingMonitor = request.app.state.scaling
+    monitor = resource_of(request, ScalingMonitor)
     if monitor.latest is None:  # only before start-up completes
         monitor.latest = UsageSample(0.0, 0.0, "process", time.time())
     return recommend(monitor.latest, monitor.cpu_target, monitor.memory_target)

@@ -43,6 +43,7 @@ from prometheus_client import Counter
 from .cache import Outage
 from .errors import AppError, ServiceUnavailableError
 from .observability import Metrics
+from .resources import ResourceRegistry, resource_of
 from .routing import api_routes
 from .settings import Settings
 
@@ -238,7 +239,7 @@ class RateLimit:
         self.route = route
 
     async def __call__(self, request: Request, response: Response) -> None:
-        limiter: RateLimiter = request.app.state.ratelimit
+        limiter = resource_of(request, RateLimiter)
         response.headers.update(await limiter.enforce(self.route, client_identity(request)))
 
 
@@ -256,7 +257,8 @@ def describe(item: RateLimitItem) -> str:
 
 def document_rate_limits(app: FastAPI) -> None:
     """Write each limited route's limit into its OpenAPI description and responses."""
-    limiter: RateLimiter = app.state.ratelimit
+    resources: ResourceRegistry = app.state.resources
+    limiter = resources.get(RateLimiter)
     for route in api_routes(app.routes):
         for limited in _rate_limits(route.dependant):
             text = describe(limiter.limit(limited.route))

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, cast, runtime_checkable
 
 from fastapi import FastAPI, Request
 
@@ -24,6 +24,7 @@ from .errors import describe_error
 logger = logging.getLogger(__name__)
 
 DEGRADED = "degraded: "
+R = TypeVar("R")
 
 
 @runtime_checkable
@@ -66,7 +67,27 @@ class ResourceRegistry:
         if len(set(names)) != len(names):
             raise ValueError(f"resource names must be unique, got {names}")
         self._resources = {resource.name: resource for resource in resources}
+        self._by_kind: dict[type, Resource] = {}
         self._stack: AsyncExitStack | None = None
+
+    def replace(self, resource: Resource) -> Resource:
+        """Put `resource` in the place of the one with its name, and return that one (a test
+        standing in a failing storage, say). The caller opens the new one and closes the old."""
+        old = self._resources[resource.name]
+        self._resources[resource.name] = resource
+        self._by_kind.clear()
+        return old
+
+    def get(self, kind: type[R]) -> R:
+        """The one resource that is a `kind`. By type, not by name: renaming or removing a
+        resource is an error mypy reports, not an attribute missing at run time."""
+        found = self._by_kind.get(kind)
+        if found is None:
+            matches = [r for r in self._resources.values() if isinstance(r, kind)]
+            if len(matches) != 1:
+                raise LookupError(f"{len(matches)} resources are a {kind.__name__}, not one")
+            found = self._by_kind[kind] = matches[0]
+        return cast(R, found)
 
     def __iter__(self) -> Iterator[Resource]:
         return iter(self._resources.values())
@@ -201,7 +222,12 @@ async def stop_task(task: asyncio.Task[None] | None) -> None:
 
 
 def registry(request: Request) -> ResourceRegistry:
-    """The one accessor handlers use to reach resources."""
     app: FastAPI = request.app
     resources: ResourceRegistry = app.state.resources
     return resources
+
+
+def resource_of(request: Request, kind: type[R]) -> R:
+    """The app's resource of type `kind`, for code that has the request (handlers take the
+    typed dependencies in deps.py instead)."""
+    return registry(request).get(kind)

@@ -33,7 +33,7 @@ from pydantic import TypeAdapter
 from pydantic.errors import PydanticUserError
 
 from ..observability import Metrics
-from ..resources import Degraded
+from ..resources import Degraded, resource_of
 
 logger = logging.getLogger(__name__)
 
@@ -360,6 +360,5 @@ class Cache:
 
 
 def cache_of(request: Request) -> Cache:
-    """The one accessor handlers use: `await cache_of(request).get_or_load(...)`."""
-    cache: Cache = request.app.state.cache
-    return cache
+    """The cache, for code that has the request: `await cache_of(request).get_or_load(...)`."""
+    return resource_of(request, Cache)

@@ -11,24 +11,18 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, Field, JsonValue
 
 from ..db import SessionDep
+from ..deps import JobsDep
 from ..errors import NotFoundError
 from ..ratelimit import rate_limit
 from ..schemas import RequestModel
 from . import job_kind
 from .models import Job, JobState
-from .service import Jobs, UnknownJobKindError, as_utc, estimate_completion
+from .service import UnknownJobKindError, as_utc, estimate_completion
 
-
-async def get_jobs(request: Request) -> Jobs:
-    jobs: Jobs = request.app.state.jobs
-    return jobs
-
-
-JobsDep = Annotated[Jobs, Depends(get_jobs)]
 JobId = Annotated[str, Path(min_length=32, max_length=32, pattern="^[0-9a-f]{32}$")]
 
 

@@ -29,9 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..cache import cache_of
 from ..db import Database
+from ..deps import settings_of
 from ..errors import ForbiddenError, UnauthorizedError
+from ..resources import resource_of
 from ..security import BearerAuth
-from ..settings import Settings
 from .models import ApiToken
 
 TOKEN_BYTES = 32
@@ -86,8 +87,8 @@ class TokenAuth(BearerAuth):
                 request, UnauthorizedError("a bearer token is required", headers=_CHALLENGE)
             )
         key = digest(token)
-        database: Database = request.app.state.database
-        settings: Settings = request.app.state.settings
+        database = resource_of(request, Database)
+        settings = settings_of(request)
 
         async def load() -> int:
             # Only on a cache miss, which a forged token always is: refuse a guesser here.

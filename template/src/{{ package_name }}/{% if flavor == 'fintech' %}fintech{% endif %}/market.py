@@ -30,8 +30,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import Database
+from ..deps import settings_of
 from ..errors import AppError
-from ..resources import Degraded, FailureLog, stop_task
+from ..resources import Degraded, FailureLog, resource_of, stop_task
 from ..routing import PUBLIC
 from ..settings import Settings
 from .models import Instrument, MarketState
@@ -212,8 +213,7 @@ async def update_prices(session: AsyncSession, prices: Mapping[str, Decimal]) ->
 
 
 def market_data_of(request: Request) -> MarketData:
-    market: MarketData = request.app.state.market_data
-    return market
+    return resource_of(request, MarketData)
 
 
 def _accepts_gzip(request: Request) -> bool:
@@ -245,8 +245,7 @@ def _matches(if_none_match: str, snapshot: Snapshot) -> bool:
 async def get_market_data(request: Request) -> Response:
     snapshot = market_data_of(request).snapshot
     compressed = (
-        _accepts_gzip(request)
-        and len(snapshot.identity) >= request.app.state.settings.gzip_minimum_size
+        _accepts_gzip(request) and len(snapshot.identity) >= settings_of(request).gzip_minimum_size
     )
     headers = {
         "ETag": snapshot.gzip_etag if compressed else snapshot.identity_etag,

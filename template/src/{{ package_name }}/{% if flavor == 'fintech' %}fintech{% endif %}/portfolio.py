@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..cache import Cache, cache_of
 from ..db import Database
+from ..deps import settings_of
 from ..errors import NotFoundError
 from ..ratelimit import rate_limit
-from ..settings import Settings
+from ..resources import resource_of
 from .auth import CurrentUser, authenticated_user, require_owner
 from .market import market_data_of
 from .models import Holding, Instrument, Portfolio
@@ -121,8 +122,8 @@ async def get_portfolio(
     user_id: UserId, current_user: CurrentUser, request: Request
 ) -> PortfolioView:
     require_owner(current_user, user_id)
-    database: Database = request.app.state.database
-    settings: Settings = request.app.state.settings
+    database = resource_of(request, Database)
+    settings = settings_of(request)
     version = market_data_of(request).price_version
 
     async def load() -> PortfolioView:

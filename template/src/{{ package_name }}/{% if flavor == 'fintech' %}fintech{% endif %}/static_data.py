@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from ..db import SessionDep
+from ..deps import settings_of
 from ..routing import PUBLIC
 from .models import Instrument
 
@@ -22,7 +23,7 @@ class InstrumentInfo(BaseModel):
 
 
 def _cacheable(request: Request, response: Response) -> None:
-    response.headers["Cache-Control"] = request.app.state.settings.static_data_cache_control
+    response.headers["Cache-Control"] = settings_of(request).static_data_cache_control
 
 
 @router.get("/instruments", summary="Every instrument (without prices)", openapi_extra=PUBLIC)

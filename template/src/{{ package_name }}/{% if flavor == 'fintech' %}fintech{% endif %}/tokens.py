@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from ..cache import cache_of
 from ..db import SessionDep
+from ..deps import settings_of
 from ..errors import NotFoundError
 from ..ratelimit import rate_limit
 from ..schemas import JSON_INTEGER, RequestModel
-from ..settings import Settings
 from .auth import CurrentUser, authenticated_user, digest, issue_token, token_cache_key
 from .models import ApiToken
 
@@ -77,7 +77,7 @@ def _utc(moment: datetime) -> datetime:
 async def create_token(
     body: TokenRequest, current_user: CurrentUser, session: SessionDep, request: Request
 ) -> IssuedToken:
-    settings: Settings = request.app.state.settings
+    settings = settings_of(request)
     days = min(body.expires_in_days or settings.auth_token_ttl_days, settings.auth_token_ttl_days)
     token = await issue_token(session, current_user, body.label, timedelta(days=days))
     await session.commit()

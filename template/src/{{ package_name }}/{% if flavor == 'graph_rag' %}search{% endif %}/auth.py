@@ -17,6 +17,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ..deps import settings_of
 from ..errors import UnauthorizedError
 from ..security import BearerAuth
 from ..settings import Settings
@@ -28,7 +29,7 @@ class ApiKeyAuth(BearerAuth):
     async def __call__(self, request: Request) -> str | None:
         """The client id of the request's API key (also set as `request.state.user_id`); None
         while the API is open (no API_KEY_DIGESTS, refused in production)."""
-        settings: Settings = request.app.state.settings
+        settings = settings_of(request)
         if not settings.api_key_digests:
             return None
         key = self.credential(request)

@@ -29,6 +29,7 @@ from ..db import Database
 from ..errors import AppError
 from ..jobs.service import Jobs
 from ..ratelimit import rate_limit
+from ..resources import resource_of
 from ..schemas import RequestModel
 from ..settings import Settings
 from .auth import Owner, authenticate
@@ -302,8 +303,7 @@ with one embedding job for the batch; every invalid item is reported by index an
 
 
 def _ingestor(request: Request) -> Ingestor:
-    ingestor: Ingestor = request.app.state.ingest
-    return ingestor
+    return resource_of(request, Ingestor)
 
 
 @router.post(
