@@ -36,7 +36,7 @@ from .errors import (
     is_schema_error,
     is_unavailable,
 )
-from .resources import resource_of
+from .resources import registry
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ class Database:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request, closed when the response is done."""
-    async with resource_of(request, Database).session() as session:
+    async with registry(request).get(Database).session() as session:
         yield session
 
 

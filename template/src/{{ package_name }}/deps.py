@@ -2,16 +2,15 @@
 
     async def handler(database: DatabaseDep, jobs: JobsDep) -> ...
 
-Each one finds its resource by type in the app's registry (resources.py), so renaming or
-removing a resource is an error mypy reports, not a missing attribute at run time. Code that
-has only the request uses `resources.resource_of(request, Kind)`; a flavor declares the
-dependencies of its own resources beside them the same way.
+Each finds its resource by type in the app's registry (resources.py), so renaming or removing
+a resource is an error mypy reports, not a missing attribute at run time. Code that has only
+the request uses `registry(request).get(Kind)`; a flavor declares the dependencies of its own
+resources beside them the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -19,20 +18,8 @@ from .cache import Cache
 from .db import Database
 from .jobs.service import Jobs
 from .ratelimit import RateLimiter
-from .resources import resource_of
+from .resources import registry
 from .settings import Settings
-
-R = TypeVar("R")
-
-
-def resource(kind: type[R]) -> Callable[[Request], R]:
-    """A dependency returning the app's resource of type `kind`."""
-
-    def dependency(request: Request) -> R:
-        return resource_of(request, kind)
-
-    dependency.__name__ = f"get_{kind.__name__.lower()}"
-    return dependency
 
 
 def settings_of(request: Request) -> Settings:
@@ -40,8 +27,24 @@ def settings_of(request: Request) -> Settings:
     return settings
 
 
+def get_database(request: Request) -> Database:
+    return registry(request).get(Database)
+
+
+def get_cache(request: Request) -> Cache:
+    return registry(request).get(Cache)
+
+
+def get_jobs(request: Request) -> Jobs:
+    return registry(request).get(Jobs)
+
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    return registry(request).get(RateLimiter)
+
+
 SettingsDep = Annotated[Settings, Depends(settings_of)]
-DatabaseDep = Annotated[Database, Depends(resource(Database))]
-CacheDep = Annotated[Cache, Depends(resource(Cache))]
-JobsDep = Annotated[Jobs, Depends(resource(Jobs))]
-RateLimiterDep = Annotated[RateLimiter, Depends(resource(RateLimiter))]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+CacheDep = Annotated[Cache, Depends(get_cache)]
+JobsDep = Annotated[Jobs, Depends(get_jobs)]
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from .deps import settings_of
 from .observability import request_id_var
-from .resources import DEGRADED, registry, resource_of, stop_task
+from .resources import DEGRADED, registry, stop_task
 from .routing import PUBLIC
 from .settings import Settings
 
@@ -244,7 +244,7 @@ def _outcome(result: str) -> str:
     response_model=ScalingReport,
 )
 async def scaling(request: Request) -> ScalingReport:
-    monitor = resource_of(request, ScalingMonitor)
+    monitor = registry(request).get(ScalingMonitor)
     if monitor.latest is None:  # only before start-up completes
         monitor.latest = UsageSample(0.0, 0.0, "process", time.time())
     return recommend(monitor.latest, monitor.cpu_target, monitor.memory_target)

@@ -43,7 +43,7 @@ from prometheus_client import Counter
 from .cache import Outage
 from .errors import AppError, ServiceUnavailableError
 from .observability import Metrics
-from .resources import ResourceRegistry, resource_of
+from .resources import ResourceRegistry, registry
 from .routing import api_routes
 from .settings import Settings
 
@@ -239,7 +239,7 @@ class RateLimit:
         self.route = route
 
     async def __call__(self, request: Request, response: Response) -> None:
-        limiter = resource_of(request, RateLimiter)
+        limiter = registry(request).get(RateLimiter)
         response.headers.update(await limiter.enforce(self.route, client_identity(request)))
 
 

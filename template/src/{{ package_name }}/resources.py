@@ -222,12 +222,8 @@ async def stop_task(task: asyncio.Task[None] | None) -> None:
 
 
 def registry(request: Request) -> ResourceRegistry:
+    """The app's resources, for code that has the request: `registry(request).get(Database)`
+    (handlers take the typed dependencies in deps.py instead)."""
     app: FastAPI = request.app
     resources: ResourceRegistry = app.state.resources
     return resources
-
-
-def resource_of(request: Request, kind: type[R]) -> R:
-    """The app's resource of type `kind`, for code that has the request (handlers take the
-    typed dependencies in deps.py instead)."""
-    return registry(request).get(kind)

@@ -19,7 +19,7 @@ from fastapi.security.base import SecurityBase
 
 from .errors import AppError, UnauthorizedError
 from .ratelimit import RateLimiter, client_address
-from .resources import resource_of
+from .resources import registry
 
 
 class BearerAuth(SecurityBase):
@@ -38,7 +38,7 @@ class BearerAuth(SecurityBase):
     @staticmethod
     async def exhausted(request: Request) -> None:
         """Raise the 429 if this client address has failed too often; counts nothing."""
-        limiter = resource_of(request, RateLimiter)
+        limiter = registry(request).get(RateLimiter)
         refusal = await limiter.failures_exhausted(client_address(request))
         if refusal is not None:
             raise refusal
@@ -47,6 +47,6 @@ class BearerAuth(SecurityBase):
     async def failed(request: Request, error: UnauthorizedError) -> AppError:
         """What to raise for a failed authentication: `error`, counted against the client's
         address, or the 429 once the address is over its limit."""
-        limiter = resource_of(request, RateLimiter)
+        limiter = registry(request).get(RateLimiter)
         refusal = await limiter.count_failure(client_address(request))
         return error if refusal is None else refusal

@@ -33,7 +33,7 @@ from pydantic import TypeAdapter
 from pydantic.errors import PydanticUserError
 
 from ..observability import Metrics
-from ..resources import Degraded, resource_of
+from ..resources import Degraded, registry
 
 logger = logging.getLogger(__name__)
 
@@ -361,4 +361,4 @@ class Cache:
 
 def cache_of(request: Request) -> Cache:
     """The cache, for code that has the request: `await cache_of(request).get_or_load(...)`."""
-    return resource_of(request, Cache)
+    return registry(request).get(Cache)

@@ -31,7 +31,7 @@ from ..cache import cache_of
 from ..db import Database
 from ..deps import settings_of
 from ..errors import ForbiddenError, UnauthorizedError
-from ..resources import resource_of
+from ..resources import registry
 from ..security import BearerAuth
 from .models import ApiToken
 
@@ -87,7 +87,7 @@ class TokenAuth(BearerAuth):
                 request, UnauthorizedError("a bearer token is required", headers=_CHALLENGE)
             )
         key = digest(token)
-        database = resource_of(request, Database)
+        database = registry(request).get(Database)
         settings = settings_of(request)
 
         async def load() -> int:

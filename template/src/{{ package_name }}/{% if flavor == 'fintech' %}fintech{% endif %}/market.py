@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db import Database
 from ..deps import settings_of
 from ..errors import AppError
-from ..resources import Degraded, FailureLog, resource_of, stop_task
+from ..resources import Degraded, FailureLog, registry, stop_task
 from ..routing import PUBLIC
 from ..settings import Settings
 from .models import Instrument, MarketState
@@ -213,7 +213,7 @@ async def update_prices(session: AsyncSession, prices: Mapping[str, Decimal]) ->
 
 
 def market_data_of(request: Request) -> MarketData:
-    return resource_of(request, MarketData)
+    return registry(request).get(MarketData)
 
 
 def _accepts_gzip(request: Request) -> bool:

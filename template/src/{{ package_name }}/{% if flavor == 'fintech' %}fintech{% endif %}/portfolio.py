@@ -23,7 +23,7 @@ from ..db import Database
 from ..deps import settings_of
 from ..errors import NotFoundError
 from ..ratelimit import rate_limit
-from ..resources import resource_of
+from ..resources import registry
 from .auth import CurrentUser, authenticated_user, require_owner
 from .market import market_data_of
 from .models import Holding, Instrument, Portfolio
@@ -122,7 +122,7 @@ async def get_portfolio(
     user_id: UserId, current_user: CurrentUser, request: Request
 ) -> PortfolioView:
     require_owner(current_user, user_id)
-    database = resource_of(request, Database)
+    database = registry(request).get(Database)
     settings = settings_of(request)
     version = market_data_of(request).price_version
 

@@ -26,7 +26,7 @@ from ..jobs import JobContext, job
 from ..jobs.models import Job, JobState
 from ..jobs.service import Jobs, as_utc
 from ..ratelimit import rate_limit
-from ..resources import resource_of
+from ..resources import registry
 from .auth import CurrentUser, authenticated_user, owner_of, require_owner
 from .models import Holding, Instrument, OutboxMessage, Portfolio, Report, Trade, User
 from .money import ZERO, as_string, round_money
@@ -163,7 +163,7 @@ async def request_report(
         created_at=datetime.now(UTC),
     )
     session.add(report)
-    jobs = resource_of(request, Jobs)
+    jobs = registry(request).get(Jobs)
     # `submit` commits the report together with its job record, then enqueues.
     recorded = await jobs.submit(
         session, REPORT_JOB, {"report_id": report.id}, owner=owner_of(current_user)

@@ -36,7 +36,7 @@ from ..cache import Cache, cache_of
 from ..db import Database
 from ..errors import PROBLEM_JSON, AppError, NotFoundError, problem
 from ..ratelimit import rate_limit
-from ..resources import resource_of
+from ..resources import registry
 from ..schemas import RequestModel
 from .auth import CurrentUser, authenticated_user, require_owner
 from .market import MarketData, market_data_of
@@ -332,7 +332,7 @@ async def post_trade(
 ) -> Response:
     require_owner(current_user, user_id)
     booked = await book_trade(
-        resource_of(request, Database),
+        registry(request).get(Database),
         cache_of(request),
         market_data_of(request),
         user_id,

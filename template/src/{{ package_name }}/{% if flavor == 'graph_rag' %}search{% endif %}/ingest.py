@@ -29,7 +29,7 @@ from ..db import Database
 from ..errors import AppError
 from ..jobs.service import Jobs
 from ..ratelimit import rate_limit
-from ..resources import resource_of
+from ..resources import registry
 from ..schemas import RequestModel
 from ..settings import Settings
 from .auth import Owner, authenticate
@@ -303,7 +303,7 @@ with one embedding job for the batch; every invalid item is reported by index an
 
 
 def _ingestor(request: Request) -> Ingestor:
-    return resource_of(request, Ingestor)
+    return registry(request).get(Ingestor)
 
 
 @router.post(

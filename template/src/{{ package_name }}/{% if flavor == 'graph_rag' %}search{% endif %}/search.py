@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from ..db import Database
 from ..observability import Metrics
 from ..ratelimit import rate_limit
-from ..resources import resource_of
+from ..resources import registry
 from ..settings import Settings
 from .auth import authenticate
 from .extract import Extractor
@@ -237,7 +237,7 @@ async def search(
     q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, description="The query")],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Hits to return")] = 10,
 ) -> SearchResult:
-    engine = resource_of(request, SearchEngine)
+    engine = registry(request).get(SearchEngine)
     result = await engine.search(q, k)
     if result.reason is not None:
         response.headers[DEGRADED_HEADER] = result.reason
