@@ -15,18 +15,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, JsonValue
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import SessionDep
+from ..deps import JobsDep
 from ..errors import NotFoundError
 from ..jobs import JobContext, job
 from ..jobs.models import Job, JobState
-from ..jobs.service import Jobs, as_utc
+from ..jobs.service import as_utc
 from ..ratelimit import rate_limit
-from ..resources import registry
 from .auth import CurrentUser, authenticated_user, owner_of, require_owner
 from .models import Holding, Instrument, OutboxMessage, Portfolio, Report, Trade, User
 from .money import ZERO, as_string, round_money
@@ -154,7 +154,7 @@ def _status(report: Report, job_state: str | None) -> ReportStatus:
     dependencies=[Depends(authenticated_user), rate_limit("reports")],
 )
 async def request_report(
-    current_user: CurrentUser, session: SessionDep, request: Request, response: Response
+    current_user: CurrentUser, session: SessionDep, jobs: JobsDep, response: Response
 ) -> ReportStatus:
     report = Report(
         id=uuid.uuid4().hex,
@@ -163,7 +163,6 @@ async def request_report(
         created_at=datetime.now(UTC),
     )
     session.add(report)
-    jobs = registry(request).get(Jobs)
     # `submit` commits the report together with its job record, then enqueues.
     recorded = await jobs.submit(
         session, REPORT_JOB, {"report_id": report.id}, owner=owner_of(current_user)

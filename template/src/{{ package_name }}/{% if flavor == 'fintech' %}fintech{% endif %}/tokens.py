@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from ..cache import cache_of
 from ..db import SessionDep
-from ..deps import settings_of
+from ..deps import SettingsDep
 from ..errors import NotFoundError
 from ..ratelimit import rate_limit
 from ..schemas import JSON_INTEGER, RequestModel
@@ -75,9 +75,8 @@ def _utc(moment: datetime) -> datetime:
     dependencies=[Depends(authenticated_user), rate_limit("tokens")],
 )
 async def create_token(
-    body: TokenRequest, current_user: CurrentUser, session: SessionDep, request: Request
+    body: TokenRequest, current_user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> IssuedToken:
-    settings = settings_of(request)
     days = min(body.expires_in_days or settings.auth_token_ttl_days, settings.auth_token_ttl_days)
     token = await issue_token(session, current_user, body.label, timedelta(days=days))
     await session.commit()
