@@ -6,7 +6,8 @@ template release may rewrite:
 
 - `routers()`: your APIRouters, matched after the template's, in the order listed.
 - `resources(settings)`: your long-lived resources (see resources.py), opened after the
-  template's and closed before them; each one is also `app.state.<its name>`.
+  template's and closed before them. A handler reaches one by its type:
+  `registry(request).get(YourResource)`, or a dependency declared like those in deps.py.
 """
 
 from __future__ import annotations
