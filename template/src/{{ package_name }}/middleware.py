@@ -300,7 +300,7 @@ class BodyLimitMiddleware:
                 send,
                 status=413,
                 title="Content Too Large",
-                detail=f"the request body exceeds this operation's limit of {limit} bytes",
+                detail=BodyTooLargeError(limit).detail,
                 code="body_too_large",
                 request_id=request_id_var.get() or "",
                 headers=[(b"connection", b"close")],
