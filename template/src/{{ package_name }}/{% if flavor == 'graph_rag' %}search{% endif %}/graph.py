@@ -61,7 +61,8 @@ class GraphStore(Protocol):
         ...
 
     async def mentions(self, keys: Sequence[str], limit: int) -> dict[int, int]:
-        """Documents mentioning any of the entity `keys` -> how many of them."""
+        """Documents mentioning any of the entity `keys` -> the words those keys hold (a
+        document naming "grace hopper" matches two words; naming "grace" and "hopper", too)."""
         ...
 
     async def expand(
@@ -120,7 +121,7 @@ LIMIT :limit
 """
 
 MENTIONS_SQL = """
-SELECT de.document_id, COUNT(*) AS matched
+SELECT de.document_id, SUM(LENGTH(e.key) - LENGTH(REPLACE(e.key, ' ', '')) + 1) AS matched
 FROM entities AS e JOIN document_entities AS de ON de.entity_id = e.id
 WHERE e.key IN :keys
 GROUP BY de.document_id

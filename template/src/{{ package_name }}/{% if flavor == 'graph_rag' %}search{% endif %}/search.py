@@ -6,7 +6,7 @@ chain on the hot path.
 
 Scores, each in [0, 1], per hit:
 - vector: cosine similarity of the query and the document;
-- keyword: share of the query's entity keys the document mentions;
+- keyword: share of the query's words the entities the document mentions cover (capped at 1);
 - graph: 1 / (1 + hops) from the query's entities or the vector hits' entities.
 The total weighs them 0.6 / 0.25 / 0.15 (0 / 0.6 / 0.4 when the answer is degraded).
 """
@@ -136,8 +136,11 @@ class SearchEngine:
         for document_id, similarity in vector_hits:
             if similarity > 0:
                 candidates.setdefault(document_id, _Candidate()).vector = similarity
+        # A document naming the whole query as one entity ("Grace Hopper") covers every word,
+        # as much as one naming each word apart; overlapping keys cannot push it past 1.
+        words = sum(1 for key in keys if " " not in key) or 1
         for document_id, matched in mentions.items():
-            candidates.setdefault(document_id, _Candidate()).keyword = matched / len(keys)
+            candidates.setdefault(document_id, _Candidate()).keyword = min(1.0, matched / words)
         for document_id, hops in reached.items():
             candidate = candidates.setdefault(document_id, _Candidate())
             candidate.graph, candidate.hops = 1.0 / (1 + hops), hops
