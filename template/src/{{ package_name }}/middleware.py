@@ -19,6 +19,7 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+from fastapi import Request
 from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
@@ -45,6 +46,35 @@ CONTENT_SECURITY_POLICY = (
     b"content-security-policy",
     b"default-src 'none'; frame-ancestors 'none'",
 )
+
+# Where a dependency leaves headers for its request's response (in the request state, which
+# the middleware and the handler share).
+_RESPONSE_HEADERS = "response_headers"
+
+
+def add_response_headers(request: Request, headers: Mapping[str, str]) -> None:
+    """Send `headers` with this request's response, whichever response the handler returns:
+    FastAPI merges a dependency's `Response` headers only into responses it builds itself.
+    RequestContextMiddleware writes them; a header the response already has wins."""
+    if headers:
+        pending: dict[str, str] = request.scope.setdefault("state", {}).setdefault(
+            _RESPONSE_HEADERS, {}
+        )
+        pending.update(headers)
+
+
+def _pending_headers(
+    state: Mapping[str, Any], present: Sequence[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    pending: dict[str, str] | None = state.get(_RESPONSE_HEADERS)
+    if not pending:
+        return []
+    names = {name.lower() for name, _ in present}
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in pending.items()
+        if name.lower().encode("latin-1") not in names
+    ]
 
 
 class RequestContextMiddleware:
@@ -86,6 +116,8 @@ class RequestContextMiddleware:
         extra = self._docs_headers if scope["path"] in self._docs_paths else self._headers
         status = 500
         response_started = False
+        # Created here so the handler's `request.state` is this same dict.
+        state: dict[str, Any] = scope.setdefault("state", {})
 
         async def send_with_context(message: Message) -> None:
             nonlocal status, response_started
@@ -93,8 +125,10 @@ class RequestContextMiddleware:
                 response_started = True
                 status = message["status"]
                 elapsed = f"{time.perf_counter() - started:.6f}".encode()
+                headers = message.get("headers", ())
                 message["headers"] = [
-                    *message.get("headers", ()),
+                    *headers,
+                    *_pending_headers(state, headers),
                     id_header,
                     (b"x-process-time", elapsed),
                     *extra,

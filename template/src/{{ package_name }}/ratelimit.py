@@ -1,16 +1,18 @@
 """Per-user rate limits with the `limits` library, declared per endpoint.
 
-    @router.get("/search", summary="...", dependencies=[rate_limit("search")])
+    @router.get("/search", summary="...", dependencies=[rate_limit("search", per=caller_key)])
 
 The limit for "search" is `RATE_LIMIT_ROUTES["search"]`, else `RATE_LIMIT_DEFAULT`; the same
 setting is written into the route's OpenAPI description at start-up, so docs and behaviour
 cannot drift. Counters live next to the cache (Redis when it is configured, process memory
 otherwise) in a moving window: no double burst at a window edge.
 
-Who is limited: `request.state.user_id` when an auth dependency has set it (declare auth
-before the limit), else the client address. That address is the one uvicorn derives from
-X-Forwarded-For only when the direct peer is in FORWARDED_ALLOW_IPS (addresses or CIDRs), so
-a client cannot pick a fresh identity by sending its own X-Forwarded-For header.
+Who is limited: whatever the `per` dependency names (`client_address` when none is given).
+The limit depends on it, so FastAPI resolves the caller before counting, whatever order the
+route lists its dependencies in; FastAPI runs a dependency once per request, so an
+authentication the handler also takes costs nothing more. The address is the one uvicorn
+derives from X-Forwarded-For only when the direct peer is in FORWARDED_ALLOW_IPS (addresses or
+CIDRs), so a client cannot pick a fresh identity by sending its own X-Forwarded-For header.
 
 When the storage is down (errors, timeouts), RATE_LIMIT_FAIL_OPEN decides: serve the request
 unchecked, counted in `rate_limit_fail_open_total`, or answer 503. Waiting for the storage is
@@ -19,21 +21,21 @@ queues for a turn, and only a request that waited `wait_timeout` in vain is refu
 `rate_limit_busy`), never served unchecked.
 
 Every limited response carries X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset
-(seconds until a request is allowed again); a 429 also carries Retry-After. An endpoint that
-returns a `Response` itself must copy those headers: FastAPI merges them only into responses
-it builds.
+(seconds until a request is allowed again), including a `Response` the handler builds itself;
+a 429 also carries Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
@@ -42,6 +44,7 @@ from prometheus_client import Counter
 
 from .cache import Outage
 from .errors import AppError, ServiceUnavailableError
+from .middleware import add_response_headers
 from .observability import Metrics
 from .resources import ResourceRegistry, registry
 from .routing import api_routes
@@ -220,39 +223,44 @@ class RateLimiter:
         )
 
 
-def client_identity(request: Request) -> str:
-    user_id = getattr(request.state, "user_id", None)
-    if user_id is not None:
-        return f"user:{user_id}"
-    return client_address(request)
-
-
 def client_address(request: Request) -> str:
     """The client's address, as uvicorn derived it (X-Forwarded-For only from a trusted proxy)."""
     return f"ip:{request.client.host if request.client else 'unknown'}"
 
 
 class RateLimit:
-    """The dependency behind `rate_limit(route)`; its route name also feeds the docs."""
+    """The dependency behind `rate_limit(route, per=...)`; its route name also feeds the docs."""
 
-    def __init__(self, route: str) -> None:
+    def __init__(self, route: str, per: Callable[..., Any]) -> None:
         self.route = route
+        self.per = per
+        # FastAPI reads a dependency's parameters from its signature. `caller` depends on
+        # `per`, which differs per instance, so the signature is built here.
+        self.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
+                inspect.Parameter(
+                    "caller",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[str, Depends(per)],
+                ),
+            ]
+        )
 
-    async def __call__(self, request: Request, response: Response) -> None:
+    async def __call__(self, *, request: Request, caller: str) -> None:
         limiter = registry(request).get(RateLimiter)
-        response.headers.update(await limiter.enforce(self.route, client_identity(request)))
+        add_response_headers(request, await limiter.enforce(self.route, caller))
 
 
-def rate_limit(route: str) -> Any:
-    """`dependencies=[rate_limit("search")]`: limit this endpoint under the name "search"."""
-    return Depends(RateLimit(route))
+def rate_limit(route: str, *, per: Callable[..., Any] = client_address) -> Any:
+    """`dependencies=[rate_limit("search", per=caller_key)]`: limit this endpoint under the
+    name "search", counted per what `per` (a dependency returning a string) names."""
+    return Depends(RateLimit(route, per))
 
 
-def describe(item: RateLimitItem) -> str:
-    return (
-        f"Rate limit: {item} per user (per client address when anonymous); "
-        "over it the answer is 429 with Retry-After."
-    )
+def describe(item: RateLimitItem, per: Callable[..., Any]) -> str:
+    who = "client address" if per is client_address else "caller"
+    return f"Rate limit: {item} per {who}; over it the answer is 429 with Retry-After."
 
 
 def document_rate_limits(app: FastAPI) -> None:
@@ -261,7 +269,7 @@ def document_rate_limits(app: FastAPI) -> None:
     limiter = resources.get(RateLimiter)
     for route in api_routes(app.routes):
         for limited in _rate_limits(route.dependant):
-            text = describe(limiter.limit(limited.route))
+            text = describe(limiter.limit(limited.route), limited.per)
             if text not in (route.description or ""):
                 route.description = "\n\n".join(filter(None, [route.description, text]))
             route.responses.setdefault(429, {"description": "Rate limit exceeded"})

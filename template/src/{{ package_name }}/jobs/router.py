@@ -70,8 +70,11 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def jobs_router(job_owner: Callable[..., Awaitable[str]]) -> APIRouter:
-    """The routes, authenticated by `job_owner`, the flavor's dependency naming the caller."""
+def jobs_router(
+    job_owner: Callable[..., Awaitable[str]], caller_key: Callable[..., Awaitable[str]]
+) -> APIRouter:
+    """The routes, authenticated by `job_owner`, the flavor's dependency naming who owns a
+    request's jobs; submitting is rate limited per `caller_key`."""
     router = APIRouter(prefix="/api/jobs", tags=["jobs"])
     owner_dependency = Depends(job_owner)
 
@@ -86,8 +89,7 @@ def jobs_router(job_owner: Callable[..., Awaitable[str]]) -> APIRouter:
             401: {"description": "Missing or invalid credentials"},
             422: {"description": "Unknown job kind or invalid arguments"},
         },
-        # The owner first: the rate limit counts per authenticated caller.
-        dependencies=[owner_dependency, rate_limit("jobs")],
+        dependencies=[rate_limit("jobs", per=caller_key)],
     )
     async def submit_job(
         body: JobRequest,

@@ -23,7 +23,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +36,7 @@ from ..security import BearerAuth
 from .models import ApiToken
 
 TOKEN_BYTES = 32
+UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
 
 
@@ -74,11 +75,7 @@ class _UnknownTokenError(Exception):
 
 
 class TokenAuth(BearerAuth):
-    """The id of the user the bearer token belongs to; 401 without a valid one.
-
-    Sets `request.state.user_id`, which the rate limiter keys on: declare this dependency
-    before `rate_limit(...)`.
-    """
+    """The id of the user the bearer token belongs to; 401 without a valid one."""
 
     async def __call__(self, request: Request) -> int:
         token = self.credential(request)
@@ -117,7 +114,6 @@ class TokenAuth(BearerAuth):
                     headers={"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'},
                 ),
             ) from None
-        request.state.user_id = user_id
         return user_id
 
 
@@ -139,12 +135,20 @@ def owner_of(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-async def job_owner(user_id: CurrentUser) -> str:
-    """The jobs API's owner: the authenticated user."""
+async def caller_key(user_id: CurrentUser) -> str:
+    """Who a request comes from, as rate limits count it (`rate_limit(..., per=caller_key)`)
+    and as the jobs it submits are owned: the authenticated user."""
     return owner_of(user_id)
 
 
-def require_owner(current_user: int, user_id: int) -> None:
-    """403 unless the resource belongs to the authenticated user."""
+job_owner = caller_key
+
+
+async def own_user_id(user_id: UserId, current_user: CurrentUser) -> int:
+    """The path's `user_id` when it is the authenticated user's own; 403 otherwise."""
     if current_user != user_id:
         raise ForbiddenError("this resource belongs to another user")
+    return user_id
+
+
+OwnUserId = Annotated[int, Depends(own_user_id)]

@@ -24,14 +24,12 @@ from ..deps import settings_of
 from ..errors import NotFoundError
 from ..ratelimit import rate_limit
 from ..resources import registry
-from .auth import CurrentUser, authenticated_user, require_owner
+from .auth import OwnUserId, caller_key
 from .market import market_data_of
 from .models import Holding, Instrument, Portfolio
 from .money import ZERO, DecimalString, round_money
 
 router = APIRouter(prefix="/api/users", tags=["portfolios"])
-
-UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 class Position(BaseModel):
@@ -115,13 +113,9 @@ async def load_portfolio(session: AsyncSession, user_id: int, price_version: int
         403: {"description": "Another user's portfolio"},
         404: {"description": "No such portfolio"},
     },
-    # Authentication first: the rate limiter keys on the user it sets.
-    dependencies=[Depends(authenticated_user), rate_limit("portfolio")],
+    dependencies=[rate_limit("portfolio", per=caller_key)],
 )
-async def get_portfolio(
-    user_id: UserId, current_user: CurrentUser, request: Request
-) -> PortfolioView:
-    require_owner(current_user, user_id)
+async def get_portfolio(user_id: OwnUserId, request: Request) -> PortfolioView:
     database = registry(request).get(Database)
     settings = settings_of(request)
     version = market_data_of(request).price_version

@@ -22,12 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import SessionDep
 from ..deps import JobsDep
-from ..errors import NotFoundError
+from ..errors import ForbiddenError, NotFoundError
 from ..jobs import JobContext, job
 from ..jobs.models import Job, JobState
 from ..jobs.service import as_utc
 from ..ratelimit import rate_limit
-from .auth import CurrentUser, authenticated_user, owner_of, require_owner
+from .auth import CurrentUser, authenticated_user, caller_key, owner_of
 from .models import Holding, Instrument, OutboxMessage, Portfolio, Report, Trade, User
 from .money import ZERO, as_string, round_money
 
@@ -127,6 +127,22 @@ async def build_report(ctx: JobContext) -> JsonValue:
     return {"report_id": report_id}
 
 
+async def own_report(
+    report_id: ReportId, current_user: CurrentUser, session: SessionDep
+) -> Report:
+    """The path's report when it is the authenticated user's: 404 when there is none, 403
+    when it is another user's."""
+    report = await session.get(Report, report_id)
+    if report is None:
+        raise NotFoundError(f"no report with id '{report_id}'")
+    if report.user_id != current_user:
+        raise ForbiddenError("this resource belongs to another user")
+    return report
+
+
+OwnReport = Annotated[Report, Depends(own_report)]
+
+
 def _status(report: Report, job_state: str | None) -> ReportStatus:
     created = as_utc(report.created_at)
     assert created is not None
@@ -151,7 +167,7 @@ def _status(report: Report, job_state: str | None) -> ReportStatus:
     description="Answers at once with the report id; the report is computed in the background "
     "and e-mailed (an outbox row). Follow it with GET /api/reports/{id}.",
     responses={401: {"description": "Missing or invalid bearer token"}},
-    dependencies=[Depends(authenticated_user), rate_limit("reports")],
+    dependencies=[rate_limit("reports", per=caller_key)],
 )
 async def request_report(
     current_user: CurrentUser, session: SessionDep, jobs: JobsDep, response: Response
@@ -183,13 +199,7 @@ async def request_report(
     },
     dependencies=[Depends(authenticated_user)],
 )
-async def get_report(
-    report_id: ReportId, current_user: CurrentUser, session: SessionDep
-) -> ReportStatus:
-    report = await session.get(Report, report_id)
-    if report is None:
-        raise NotFoundError(f"no report with id '{report_id}'")
-    require_owner(current_user, report.user_id)
+async def get_report(report: OwnReport, session: SessionDep) -> ReportStatus:
     job_state = None
     if report.state != "ready" and report.job_id is not None:
         job_state = await session.scalar(select(Job.state).where(Job.id == report.job_id))

@@ -20,7 +20,14 @@ from ..deps import SettingsDep
 from ..errors import NotFoundError
 from ..ratelimit import rate_limit
 from ..schemas import JSON_INTEGER, RequestModel
-from .auth import CurrentUser, authenticated_user, digest, issue_token, token_cache_key
+from .auth import (
+    CurrentUser,
+    authenticated_user,
+    caller_key,
+    digest,
+    issue_token,
+    token_cache_key,
+)
 from .models import ApiToken
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens"])
@@ -72,7 +79,7 @@ def _utc(moment: datetime) -> datetime:
     status_code=201,
     summary="Issue a new token for yourself",
     responses=_UNAUTHORIZED,
-    dependencies=[Depends(authenticated_user), rate_limit("tokens")],
+    dependencies=[rate_limit("tokens", per=caller_key)],
 )
 async def create_token(
     body: TokenRequest, current_user: CurrentUser, session: SessionDep, settings: SettingsDep

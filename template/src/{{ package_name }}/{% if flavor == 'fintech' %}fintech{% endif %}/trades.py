@@ -38,7 +38,7 @@ from ..errors import PROBLEM_JSON, AppError, NotFoundError, problem
 from ..ratelimit import rate_limit
 from ..resources import registry
 from ..schemas import RequestModel
-from .auth import CurrentUser, authenticated_user, require_owner
+from .auth import OwnUserId, caller_key
 from .market import MarketData, market_data_of
 from .models import Holding, IdempotencyRecord, Instrument, Portfolio, Trade
 from .money import (
@@ -51,7 +51,7 @@ from .money import (
     Quantity,
     round_money,
 )
-from .portfolio import UserId, invalidate_portfolio
+from .portfolio import invalidate_portfolio
 
 router = APIRouter(prefix="/api/users", tags=["trades"])
 
@@ -317,20 +317,17 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     "are strings. Booked in one transaction under the portfolio's lock. With an "
     "Idempotency-Key header, a retry returns the first answer and books nothing.",
     responses=_RESPONSES,
-    dependencies=[Depends(authenticated_user), rate_limit("trades")],
+    dependencies=[rate_limit("trades", per=caller_key)],
 )
 async def post_trade(
-    user_id: UserId,
+    user_id: OwnUserId,
     order: TradeRequest,
-    current_user: CurrentUser,
     request: Request,
-    response: Response,
     idempotency_key: Annotated[
         str | None,
         Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
     ] = None,
 ) -> Response:
-    require_owner(current_user, user_id)
     booked = await book_trade(
         registry(request).get(Database),
         cache_of(request),
@@ -339,9 +336,7 @@ async def post_trade(
         order,
         idempotency_key,
     )
-    headers = dict(response.headers)  # the rate limiter's headers
-    if booked.replayed:
-        headers["Idempotent-Replayed"] = "true"
+    headers = {"Idempotent-Replayed": "true"} if booked.replayed else None
     return Response(
         booked.body, status_code=booked.status_code, media_type=booked.media_type, headers=headers
     )

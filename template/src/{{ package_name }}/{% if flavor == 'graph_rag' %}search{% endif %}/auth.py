@@ -1,10 +1,9 @@
 """Bearer API keys: one dependency, no chain.
 
 API_KEY_DIGESTS maps the SHA-256 hex digest of each key to a client id; only digests are
-configured, never keys. A request with a known key gets `request.state.user_id` = its client
-id (the per-user rate limit counts on it). With no digests configured the API is open (and the
-rate limit counts per client address): allowed in development, with a warning at start-up;
-in production the service refuses to start.
+configured, never keys. A request with a known key is its client's (rate limits count per
+client). With no digests configured the API is open (and rate limits count per client address):
+allowed in development, with a warning at start-up; in production the service refuses to start.
 
     python -c "import hashlib, secrets; k = secrets.token_urlsafe(32); \
 print(k, hashlib.sha256(k.encode()).hexdigest())"
@@ -19,6 +18,7 @@ from fastapi import Depends, Request
 
 from ..deps import settings_of
 from ..errors import UnauthorizedError
+from ..ratelimit import client_address
 from ..security import BearerAuth
 from ..settings import Settings
 
@@ -27,8 +27,8 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
 
 class ApiKeyAuth(BearerAuth):
     async def __call__(self, request: Request) -> str | None:
-        """The client id of the request's API key (also set as `request.state.user_id`); None
-        while the API is open (no API_KEY_DIGESTS, refused in production)."""
+        """The client id of the request's API key; None while the API is open (no
+        API_KEY_DIGESTS, refused in production)."""
         settings = settings_of(request)
         if not settings.api_key_digests:
             return None
@@ -45,7 +45,6 @@ class ApiKeyAuth(BearerAuth):
             raise await self.failed(
                 request, UnauthorizedError("unknown API key", headers=CHALLENGE)
             )
-        request.state.user_id = client
         return client
 
 
@@ -56,10 +55,19 @@ authenticate = ApiKeyAuth(
 )
 
 
-async def job_owner(client: Annotated[str | None, Depends(authenticate)]) -> str:
+Client = Annotated[str | None, Depends(authenticate)]
+
+
+async def job_owner(client: Client) -> str:
     """Who owns the jobs a request submits: its client, or "anonymous" while the API is open
     (then every caller is the same anonymous owner)."""
     return "anonymous" if client is None else f"client:{client}"
+
+
+async def caller_key(client: Client, request: Request) -> str:
+    """Who a request comes from, as rate limits count it (`rate_limit(..., per=caller_key)`):
+    its client, or its address while the API is open."""
+    return client_address(request) if client is None else f"client:{client}"
 
 
 Owner = Annotated[str, Depends(job_owner)]

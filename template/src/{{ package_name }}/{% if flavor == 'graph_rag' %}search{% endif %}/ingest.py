@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import (
     BaseModel,
     Field,
@@ -32,7 +32,7 @@ from ..ratelimit import rate_limit
 from ..resources import registry
 from ..schemas import RequestModel
 from ..settings import Settings
-from .auth import Owner, authenticate
+from .auth import Owner, caller_key
 from .extract import Extractor
 from .graph import DocumentGraph, GraphStore
 from .jobs import EMBED_JOB
@@ -318,7 +318,7 @@ def _ingestor(request: Request) -> Ingestor:
         "by vector within VECTOR_REFRESH_INTERVAL seconds of the job finishing."
     ),
     response_model=Accepted,
-    dependencies=[Depends(authenticate), rate_limit("ingest")],
+    dependencies=[rate_limit("ingest", per=caller_key)],
     responses={401: {"description": "Missing or unknown API key"}},
 )
 async def create_document(
@@ -336,7 +336,7 @@ async def create_document(
     summary="Store a batch of documents",
     description=BATCH_DESCRIPTION,
     response_model=BatchAccepted,
-    dependencies=[Depends(authenticate), rate_limit("ingest")],
+    dependencies=[rate_limit("ingest", per=caller_key)],
     responses={
         207: {"model": BatchAccepted, "description": "Some items were invalid"},
         401: {"description": "Missing or unknown API key"},

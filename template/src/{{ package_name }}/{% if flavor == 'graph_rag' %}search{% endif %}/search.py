@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -28,7 +28,7 @@ from ..observability import Metrics
 from ..ratelimit import rate_limit
 from ..resources import registry
 from ..settings import Settings
-from .auth import authenticate
+from .auth import caller_key
 from .extract import Extractor
 from .graph import GraphStore
 from .models import Document
@@ -228,7 +228,7 @@ store is down the answer is 503 with Retry-After."""
     summary="Hybrid graph + vector search",
     description=SEARCH_DESCRIPTION,
     response_model=SearchResult,
-    dependencies=[Depends(authenticate), rate_limit("search")],
+    dependencies=[rate_limit("search", per=caller_key)],
     responses={
         401: {"description": "Missing or unknown API key"},
         503: {"description": "The graph store or the database is unavailable"},
