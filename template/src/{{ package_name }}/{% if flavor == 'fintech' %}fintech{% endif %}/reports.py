@@ -127,9 +127,7 @@ async def build_report(ctx: JobContext) -> JsonValue:
     return {"report_id": report_id}
 
 
-async def own_report(
-    report_id: ReportId, current_user: CurrentUser, session: SessionDep
-) -> Report:
+async def own_report(report_id: ReportId, current_user: CurrentUser, session: SessionDep) -> Report:
     """The path's report when it is the authenticated user's: 404 when there is none, 403
     when it is another user's."""
     report = await session.get(Report, report_id)

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from weakref import WeakKeyDictionary
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
