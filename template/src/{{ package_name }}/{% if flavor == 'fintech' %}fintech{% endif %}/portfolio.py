@@ -13,42 +13,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..cache import Cache, cache_of
 from ..db import Database
 from ..deps import settings_of
-from ..errors import NotFoundError
 from ..ratelimit import rate_limit
 from ..resources import registry
 from .auth import OwnUserId, caller_key
 from .market import market_data_of
-from .models import Holding, Instrument, Portfolio
-from .money import ZERO, DecimalString, round_money
+from .valuation import Valuation, value_portfolio
 
 router = APIRouter(prefix="/api/users", tags=["portfolios"])
 
 
-class Position(BaseModel):
-    symbol: str
-    name: str
-    currency: str
-    quantity: DecimalString
-    price: DecimalString
-    market_value: DecimalString
-    cost_basis: DecimalString
-    unrealized_pnl: DecimalString
-
-
-class PortfolioView(BaseModel):
-    user_id: int
-    currency: str
-    cash: DecimalString
-    positions_value: DecimalString
-    total_value: DecimalString
-    positions: list[Position]
+class PortfolioView(Valuation):
     price_version: int
     as_of: datetime
 
@@ -62,42 +41,9 @@ async def invalidate_portfolio(cache: Cache, user_id: int, price_version: int) -
 
 
 async def load_portfolio(session: AsyncSession, user_id: int, price_version: int) -> PortfolioView:
-    portfolio = await session.scalar(select(Portfolio).where(Portfolio.user_id == user_id))
-    if portfolio is None:
-        raise NotFoundError(f"user {user_id} has no portfolio")
-    rows = await session.execute(
-        select(Holding, Instrument)
-        .join(Instrument, Instrument.id == Holding.instrument_id)
-        .where(Holding.portfolio_id == portfolio.id)
-        .order_by(Instrument.symbol)
-    )
-    positions = []
-    for holding, instrument in rows:
-        if holding.quantity == ZERO:
-            continue
-        value = round_money(holding.quantity * instrument.price)
-        positions.append(
-            Position(
-                symbol=instrument.symbol,
-                name=instrument.name,
-                currency=instrument.currency,
-                quantity=holding.quantity,
-                price=instrument.price,
-                market_value=value,
-                cost_basis=holding.cost_basis,
-                unrealized_pnl=value - holding.cost_basis,
-            )
-        )
-    positions_value = sum((position.market_value for position in positions), ZERO)
+    valuation = await value_portfolio(session, user_id)
     return PortfolioView(
-        user_id=user_id,
-        currency=portfolio.currency,
-        cash=portfolio.cash,
-        positions_value=positions_value,
-        total_value=portfolio.cash + positions_value,
-        positions=positions,
-        price_version=price_version,
-        as_of=datetime.now(UTC),
+        **dict(valuation), price_version=price_version, as_of=datetime.now(UTC)
     )
 
 

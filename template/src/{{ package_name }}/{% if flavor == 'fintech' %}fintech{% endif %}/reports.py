@@ -28,8 +28,9 @@ from ..jobs.models import Job, JobState
 from ..jobs.service import as_utc
 from ..ratelimit import rate_limit
 from .auth import CurrentUser, authenticated_user, caller_key, owner_of
-from .models import Holding, Instrument, OutboxMessage, Portfolio, Report, Trade, User
-from .money import ZERO, as_string, round_money
+from .models import OutboxMessage, Report, User
+from .money import ZERO, DecimalString
+from .valuation import Position, realized_pnl, value_portfolio
 
 REPORT_JOB = "fintech.portfolio_report"
 
@@ -37,6 +38,7 @@ router = APIRouter(prefix="/api/reports", tags=["reports"])
 
 ReportId = Annotated[str, Path(min_length=32, max_length=32, pattern="^[0-9a-f]{32}$")]
 _PERCENT = decimal.Decimal("0.01")
+_NO_SHARE = decimal.Decimal("0.00")
 
 
 class ReportStatus(BaseModel):
@@ -49,57 +51,46 @@ class ReportStatus(BaseModel):
     report: JsonValue = None
 
 
-async def portfolio_analytics(session: AsyncSession, user_id: int) -> dict[str, Any]:
-    """Value, P&L per holding and allocation; every amount a string."""
-    portfolio = await session.scalar(select(Portfolio).where(Portfolio.user_id == user_id))
-    if portfolio is None:
-        raise NotFoundError(f"user {user_id} has no portfolio")
-    rows = (
-        await session.execute(
-            select(Holding, Instrument)
-            .join(Instrument, Instrument.id == Holding.instrument_id)
-            .where(Holding.portfolio_id == portfolio.id, Holding.quantity != ZERO)
-            .order_by(Instrument.symbol)
-        )
-    ).all()
-    realized_rows = await session.scalars(
-        select(Trade.realized_pnl).where(Trade.portfolio_id == portfolio.id)
-    )
-    realized = sum(realized_rows, ZERO)  # summed in Python: SQLite keeps amounts as text
-    holdings = []
-    for holding, instrument in rows:
-        value = round_money(holding.quantity * instrument.price)
-        holdings.append((instrument, holding, value))
-    positions_value = sum((value for _, _, value in holdings), ZERO)
-    total = portfolio.cash + positions_value
+class ReportHolding(Position):
+    allocation_percent: DecimalString
 
-    def share(amount: decimal.Decimal) -> str:
+
+class PortfolioReport(BaseModel):
+    """The figures a report stores: the valuation, realised P&L and allocation in percent."""
+
+    currency: str
+    cash: DecimalString
+    positions_value: DecimalString
+    total_value: DecimalString
+    unrealized_pnl: DecimalString
+    realized_pnl: DecimalString
+    allocation: dict[str, DecimalString]
+    holdings: list[ReportHolding]
+
+
+async def portfolio_report(session: AsyncSession, user_id: int) -> PortfolioReport:
+    valuation = await value_portfolio(session, user_id)
+    total = valuation.total_value
+
+    def share(amount: decimal.Decimal) -> decimal.Decimal:
         if total == ZERO:
-            return "0.00"
-        return as_string((amount * 100 / total).quantize(_PERCENT))
+            return _NO_SHARE
+        return (amount * 100 / total).quantize(_PERCENT)
 
-    return {
-        "currency": portfolio.currency,
-        "cash": as_string(portfolio.cash),
-        "positions_value": as_string(positions_value),
-        "total_value": as_string(total),
-        "unrealized_pnl": as_string(sum((v - h.cost_basis for _, h, v in holdings), ZERO)),
-        "realized_pnl": as_string(realized),
-        "allocation": {"cash": share(portfolio.cash)}
-        | {instrument.symbol: share(value) for instrument, _, value in holdings},
-        "holdings": [
-            {
-                "symbol": instrument.symbol,
-                "quantity": as_string(holding.quantity),
-                "price": as_string(instrument.price),
-                "market_value": as_string(value),
-                "cost_basis": as_string(holding.cost_basis),
-                "unrealized_pnl": as_string(value - holding.cost_basis),
-                "allocation_percent": share(value),
-            }
-            for instrument, holding, value in holdings
+    return PortfolioReport(
+        currency=valuation.currency,
+        cash=valuation.cash,
+        positions_value=valuation.positions_value,
+        total_value=total,
+        unrealized_pnl=valuation.unrealized_pnl,
+        realized_pnl=await realized_pnl(session, user_id),
+        allocation={"cash": share(valuation.cash)}
+        | {position.symbol: share(position.market_value) for position in valuation.positions},
+        holdings=[
+            ReportHolding(**dict(position), allocation_percent=share(position.market_value))
+            for position in valuation.positions
         ],
-    }
+    )
 
 
 @job(REPORT_JOB)
@@ -109,7 +100,7 @@ async def build_report(ctx: JobContext) -> JsonValue:
     if report is None:
         return {"report_id": report_id, "skipped": "the report was deleted"}
     user = await ctx.session.get(User, report.user_id)
-    data = await portfolio_analytics(ctx.session, report.user_id)
+    data = (await portfolio_report(ctx.session, report.user_id)).model_dump(mode="json")
     now = datetime.now(UTC)
     await ctx.session.execute(
         update(Report)
