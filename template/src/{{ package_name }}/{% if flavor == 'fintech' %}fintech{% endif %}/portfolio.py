@@ -42,9 +42,7 @@ async def invalidate_portfolio(cache: Cache, user_id: int, price_version: int) -
 
 async def load_portfolio(session: AsyncSession, user_id: int, price_version: int) -> PortfolioView:
     valuation = await value_portfolio(session, user_id)
-    return PortfolioView(
-        **dict(valuation), price_version=price_version, as_of=datetime.now(UTC)
-    )
+    return PortfolioView(**dict(valuation), price_version=price_version, as_of=datetime.now(UTC))
 
 
 @router.get(
