@@ -17,11 +17,8 @@ from prometheus_client import values
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from .components import run_worker, startup_problem
+from .components import FLAVOR, run_worker, startup_problem
 from .db import migrate
-{% if flavor == 'fintech' %}
-from .fintech.seed import add_seed_command
-{% endif %}
 from .observability import configure_logging, serve_metrics
 from .server import uvicorn_options
 from .settings import Settings
@@ -133,10 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="target (default: heads, the newest revision of the template's and your branch)",
     )
     migrate_cmd.set_defaults(handler=_migrate)
-{% if flavor == 'fintech' %}
 
-    add_seed_command(commands)
-{% endif %}
+    FLAVOR.add_commands(commands)
 
     args = parser.parse_args(argv)
     try:

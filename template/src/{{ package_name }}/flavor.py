@@ -1,0 +1,81 @@
+"""The domain a service is built around, plugged into the core through one object.
+
+The core (settings, database, cache, jobs, rate limits, health, middleware, the CLI) is the
+same for every flavor. A flavor package builds one `Flavor` naming all it adds, and
+the core's components.py imports it on one line; nothing else in the core names a flavor. A
+new domain is a new package whose components.py builds a `FLAVOR`, and that line changed:
+
+    FLAVOR = Flavor(
+        name="notes",
+        routers=lambda: [router],
+        job_owner=job_owner,      # dependency: who owns the jobs a request submits
+        caller_key=caller_key,    # dependency: whom a request's rate limits count
+        resources=notes_resources,
+    )
+
+Its job handlers register with `@job(...)` in modules the package imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fastapi import APIRouter
+
+from .cache import Cache
+from .db import Database
+from .jobs.service import Jobs
+from .observability import Metrics
+from .resources import Resource
+from .settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Foundation:
+    """The core's resources, which a flavor's own are built on: opened before them, closed
+    after them."""
+
+    settings: Settings
+    metrics: Metrics
+    database: Database
+    cache: Cache
+    jobs: Jobs
+
+
+def _no_resources(foundation: Foundation) -> list[Resource]:
+    return []
+
+
+def _no_body_limits(settings: Settings) -> list[tuple[APIRouter, int]]:
+    return []
+
+
+def _no_problem(settings: Settings) -> str | None:
+    return None
+
+
+def _no_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Flavor:
+    name: str
+    # The routers, matched after the probes in the order listed.
+    routers: Callable[[], list[APIRouter]]
+    # FastAPI dependencies: who owns the jobs a request submits (/api/jobs shows a caller only
+    # their own), and whom its rate limits count (`rate_limit(..., per=caller_key)`).
+    job_owner: Callable[..., Awaitable[str]]
+    caller_key: Callable[..., Awaitable[str]]
+    # Long-lived resources, opened after the core's in the order listed.
+    resources: Callable[[Foundation], list[Resource]] = _no_resources
+    # Routers whose request bodies may be larger (or must be smaller) than MAX_BODY_BYTES.
+    body_limits: Callable[[Settings], list[tuple[APIRouter, int]]] = _no_body_limits
+    # What makes a configuration unsafe to serve: refused in production, a warning elsewhere.
+    startup_problem: Callable[[Settings], str | None] = _no_problem
+    # Adds the flavor's subcommands to the CLI (`seed`, say); each sets `handler`.
+    add_commands: Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None] = (
+        _no_commands
+    )

@@ -1,0 +1,37 @@
+"""The fintech flavor as the core plugs it in: its resources, routers, auth and commands."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ..flavor import Flavor, Foundation
+from ..resources import Resource
+from . import market, portfolio, reports, static_data, tokens, trades
+from .auth import caller_key, job_owner
+from .seed import add_seed_command
+
+
+def fintech_resources(foundation: Foundation) -> list[Resource]:
+    return [market.MarketData(foundation.settings, foundation.database)]
+
+
+def fintech_routers() -> list[APIRouter]:
+    # The market-data document is the hottest read: its route is matched first.
+    return [
+        market.router,
+        portfolio.router,
+        trades.router,
+        reports.router,
+        static_data.router,
+        tokens.router,
+    ]
+
+
+FLAVOR = Flavor(
+    name="fintech",
+    routers=fintech_routers,
+    job_owner=job_owner,
+    caller_key=caller_key,
+    resources=fintech_resources,
+    add_commands=add_seed_command,
+)
