@@ -1,0 +1,45 @@
+"""The notes flavor as the core plugs it in."""
+
+from __future__ import annotations
+
+import argparse
+
+from fastapi import APIRouter
+
+from ..flavor import Flavor, Foundation
+from ..resources import Resource
+from ..settings import Settings
+from . import jobs as jobs  # registers the job kind in the API and the worker
+from .auth import caller_key, job_owner
+from .router import router
+from .settings import NotesSettings
+from .store import NoteBook
+
+
+def notes_resources(foundation: Foundation) -> list[Resource]:
+    return [NoteBook(NotesSettings())]
+
+
+def notes_routers() -> list[APIRouter]:
+    return [router]
+
+
+def _limits(args: argparse.Namespace, settings: Settings) -> int:
+    print(f"notes: at most {NotesSettings().notes_max_length} characters")
+    return 0
+
+
+def add_notes_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    commands.add_parser("notes-limits", help="print the notes limits").set_defaults(
+        handler=_limits
+    )
+
+
+FLAVOR = Flavor(
+    name="notes",
+    routers=notes_routers,
+    job_owner=job_owner,
+    caller_key=caller_key,
+    resources=notes_resources,
+    add_commands=add_notes_commands,
+)
