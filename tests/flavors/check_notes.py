@@ -23,17 +23,18 @@ from httpx import ASGITransport, AsyncClient
 PATIENCE = 30.0
 
 
-async def check(package: str) -> None:
+def check_cli(package: str) -> None:
     cli: Any = importlib.import_module(f"{package}.cli")
-    app_module: Any = importlib.import_module(f"{package}.app")
-    settings_module: Any = importlib.import_module(f"{package}.settings")
     assert cli.main(["migrate"]) == 0
-
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         assert cli.main(["notes-limits"]) == 0
     assert "at most 40 characters" in output.getvalue(), output.getvalue()
 
+
+async def check_service(package: str) -> None:
+    app_module: Any = importlib.import_module(f"{package}.app")
+    settings_module: Any = importlib.import_module(f"{package}.settings")
     settings = settings_module.Settings(rate_limit_routes={"notes": "3/minute"})
     app = app_module.create_app(settings, configure_logs=False)
     alice, bob = {"Authorization": "Bearer alice"}, {"Authorization": "Bearer bob"}
@@ -82,5 +83,6 @@ async def check(package: str) -> None:
 
 if __name__ == "__main__":
     os.environ["NOTES_MAX_LENGTH"] = "40"
-    asyncio.run(check(sys.argv[1]))
+    check_cli(sys.argv[1])
+    asyncio.run(check_service(sys.argv[1]))
     print("the notes flavor works")

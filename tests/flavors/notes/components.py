@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fastapi import APIRouter
 
@@ -25,14 +26,12 @@ def notes_routers() -> list[APIRouter]:
 
 
 def _limits(args: argparse.Namespace, settings: Settings) -> int:
-    print(f"notes: at most {NotesSettings().notes_max_length} characters")
+    sys.stdout.write(f"notes: at most {NotesSettings().notes_max_length} characters\n")
     return 0
 
 
 def add_notes_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    commands.add_parser("notes-limits", help="print the notes limits").set_defaults(
-        handler=_limits
-    )
+    commands.add_parser("notes-limits", help="print the notes limits").set_defaults(handler=_limits)
 
 
 FLAVOR = Flavor(
