@@ -7,13 +7,17 @@ Copier validates `data=` answers like prompted ones: a validator's output raises
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import variants as V
 import yaml
-from conftest import Renderer
+from conftest import Renderer, require_interpreter
+
+HOOKS = Path(__file__).resolve().parents[1] / "hooks"
 
 COPIER_ERROR = r"Validation error for question|Invalid choice for"
 BASE: dict[str, Any] = {"project_name": "Answers Check"}
@@ -34,6 +38,9 @@ BAD_ANSWERS = [
     pytest.param("package_name", {"package_name": "My-Pkg"}, id="package-not-identifier"),
     pytest.param("package_name", {"package_name": "a" * 33}, id="package-too-long"),
     pytest.param("package_name", {"package_name": "sklearn"}, id="package-graph-rag-dependency"),
+    pytest.param("package_name", {"package_name": "tomllib"}, id="package-stdlib-3.11"),
+    pytest.param("package_name", {"package_name": "pytest_asyncio"}, id="package-dev-dependency"),
+    pytest.param("package_name", {"package_name": "neo4j"}, id="package-memgraph-dependency"),
     pytest.param("author_email", {"author_email": "not-an-email"}, id="email-no-at"),
     pytest.param("author_email", {"author_email": "a@b"}, id="email-no-tld"),
     pytest.param("description", {"description": 'has "quotes"'}, id="description-quotes"),
@@ -184,3 +191,29 @@ def test_graph_store_only_with_graph_rag(render: Renderer) -> None:
     without = _answers_file(render({**BASE, "flavor": "fintech"}))
     assert with_graph.get("graph_store") == V.question_default("graph_store")
     assert "graph_store" not in without
+
+
+def test_the_reserved_names_are_derived_from_the_pythons_and_the_dependencies() -> None:
+    """hooks/reserved_names.jinja is what hooks/reserved_names.py derives today: every
+    supported Python's standard library, every dependency a variant can list."""
+    for version in ("3.11", "3.12", "3.13"):
+        require_interpreter(version)
+    check = subprocess.run(
+        [sys.executable, str(HOOKS / "reserved_names.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_every_dependency_of_the_pyproject_template_is_reserved() -> None:
+    sys.path.insert(0, str(HOOKS))
+    try:
+        import reserved_names
+    finally:
+        sys.path.remove(str(HOOKS))
+    found = reserved_names.distributions()
+    # Spot checks of the parsing: plain, with extras, inside a Jinja choice, an extra's.
+    for name in ("aiosqlite", "sqlalchemy", "celery", "sentence-transformers", "faiss-cpu"):
+        assert name in found
+    assert not any(name.startswith("types-") for name in found)
