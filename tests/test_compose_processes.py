@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import variants as V
 import yaml
-from conftest import (
-    Renderer,
-    SharedVenvs,
+from conftest import Renderer, SharedVenvs
+from harness.processes import (
+    NOT_ON_THIS_MACHINE,
     free_port,
     fresh_database,
     interpolate,
@@ -35,7 +35,6 @@ from conftest import (
 VARIANT = next(v for v in V.covering_set() if v.python == "3.11" and v.queue != "none")
 # Compose services with no local stand-in here; without their URL the service uses its
 # embedded fallback (graph_store=memgraph: the graph lives in the database).
-NOT_ON_THIS_MACHINE = {"MEMGRAPH_URL"}
 
 
 @pytest.fixture

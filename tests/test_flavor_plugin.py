@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import variants as V
-from conftest import Renderer, SharedVenvs, project_env, run, tail
+from conftest import Renderer, SharedVenvs
+from harness.processes import project_env, run, tail
 
 FLAVORS = Path(__file__).parent / "flavors"
 VARIANT = next(

@@ -60,15 +60,8 @@ from typing import Any
 import httpx
 import pytest
 import variants as V
-from conftest import (
-    IN_CI,
-    Renderer,
-    SharedVenvs,
-    free_port,
-    fresh_database,
-    project_env,
-    tail,
-)
+from conftest import IN_CI, Renderer, SharedVenvs
+from harness.processes import free_port, fresh_database, project_env, tail
 
 COVERING = V.covering_set()
 VARIANTS = [

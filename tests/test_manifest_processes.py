@@ -44,19 +44,18 @@ import httpx
 import pytest
 import variants as V
 import yaml
-from conftest import (
-    IN_CI,
+from conftest import IN_CI, Renderer, SharedVenvs
+from harness.processes import (
+    NOT_ON_THIS_MACHINE,
     READY_TIMEOUT,
     USER_SECRETS,
-    Renderer,
-    SharedVenvs,
+    free_port,
     fresh_database,
     interpolate,
     project_env,
     tail,
     wait_ready,
 )
-from test_compose_processes import NOT_ON_THIS_MACHINE, free_port
 
 STOP_TIMEOUT = 60
 SECRETS = ("DATABASE_URL", "REDIS_URL", "RABBITMQ_URL", "API_KEY_DIGESTS")

@@ -26,27 +26,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import IN_CI, REPO_ROOT, tail
+from conftest import IN_CI, REPO_ROOT
+from harness.processes import tail
+from harness.readme import fenced_block
 
 README = REPO_ROOT / "README.md"
 PLACEHOLDER_URL = "gh:fastapi-production-template/fastapi-production-template"
 READY_TIMEOUT = 180.0
-
-
-def fenced_block(marker: str, text: str | None = None) -> list[str]:
-    """The non-empty, non-comment lines of the first ```bash block after ``<!-- marker -->``."""
-    text = README.read_text(encoding="utf-8") if text is None else text
-    match = re.search(
-        rf"<!--\s*{re.escape(marker)}\s*-->\s*```(?:bash|sh|console)\s*\n(.*?)\n```",
-        text,
-        re.DOTALL,
-    )
-    assert match, f"README.md has no ```bash block after <!-- {marker} -->"
-    return [
-        line.strip()
-        for line in match.group(1).splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
 
 
 def test_quickstart_block_shape() -> None:

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import variants as V
 import yaml
-from conftest import Renderer, find_interpreter, run, tail
+from conftest import Renderer, find_interpreter
+from harness.processes import run, tail
 
 ALL = V.all_variants()
 

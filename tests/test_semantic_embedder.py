@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import variants as V
-from conftest import Renderer, build_venv, project_env, project_requirements, require_interpreter
+from conftest import Renderer, build_venv, project_requirements, require_interpreter
+from harness.processes import project_env
 
 pytestmark = [
     pytest.mark.slow,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Any
 
 import pytest
 import variants as V
-import yaml
 from conftest import (
     HARNESS_REQUIREMENTS,
     REPO_ROOT,
@@ -35,14 +33,19 @@ from conftest import (
     project_requirements,
     require_interpreter,
 )
-from copier import run_copy, run_update
-from test_generated import _run_suite
-
-RELEASE_HEADING = re.compile(
-    r"^## \[(?P<version>\d+\.\d+\.\d+)\] - (?P<date>\d{4}-\d{2}-\d{2}|unreleased)$", re.MULTILINE
+from copier import run_copy
+from harness.suites import run_suite
+from harness.updates import (
+    Template,
+    edit,
+    generate,
+    git,
+    known_at_first,
+    recorded_answers,
+    unmerged,
+    update,
 )
-#: Questions that did not exist yet at the first release (not passed when rendering it).
-NEW_SINCE_FIRST = {"graph_store", "lock_dependencies"}
+
 #: Variants updated from the first release: every flavor (and graph store), queue and cache.
 UPDATE_VARIANTS = [
     next(v for v in V.covering_set() if v.flavor == flavor and v.queue.startswith(queue))
@@ -53,100 +56,6 @@ UPDATE_VARIANTS = [
     )
 ]
 VARIANT = next(v for v in V.covering_set() if v.python == "3.11")
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", "-c", "user.name=Template Test", "-c", "user.email=test@example.com", *args],
-        cwd=cwd, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, f"git {' '.join(args)} in {cwd}:\n{result.stderr}"
-    return result.stdout
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} not in {path}"
-    path.write_text(text.replace(old, new, 1))
-
-
-# ---------------------------------------------------------------------------------------------
-# The template at its releases
-# ---------------------------------------------------------------------------------------------
-def releases(changelog: str) -> list[tuple[str, str]]:
-    """(version, heading) pairs, newest first."""
-    return [(m["version"], m.group(0)) for m in RELEASE_HEADING.finditer(changelog)]
-
-
-def build_release_tags(clone: Path) -> list[str]:
-    """Tag each release of CHANGELOG.md at the commit that released it; newest first."""
-    versions = []
-    for version, heading in releases((clone / "CHANGELOG.md").read_text()):
-        if heading.endswith("unreleased"):
-            commit = git(clone, "rev-parse", "HEAD").strip()
-        else:
-            commit = git(clone, "log", "-1", "--format=%H", "-S", heading, "--", "CHANGELOG.md")
-            assert commit.strip(), f"no commit adds {heading!r} (a shallow clone?)"
-        git(clone, "tag", version, commit.strip())
-        versions.append(version)
-    assert len(versions) >= 2, "CHANGELOG.md names fewer than two releases: nothing to update"
-    return versions
-
-
-class Template:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.versions = build_release_tags(root)
-        self.first, self.latest = self.versions[-1], self.versions[0]
-
-    def release(self, tag: str) -> None:
-        """A synthetic next release of the clone (for changes the real history lacks)."""
-        git(self.root, "add", "--all")
-        git(self.root, "commit", "--quiet", "-m", f"release {tag}")
-        git(self.root, "tag", tag)
-
-
-@pytest.fixture
-def template(tmp_path: Path) -> Template:
-    clone = tmp_path / "template"
-    subprocess.run(["git", "clone", "--quiet", "--no-tags", str(REPO_ROOT), str(clone)], check=True)
-    # Uncommitted work too: tracked changes, deletions and new files that git does not ignore.
-    listed = git(REPO_ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    for relative in filter(None, listed.split("\0")):
-        source, target = REPO_ROOT / relative, clone / relative
-        if source.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-        elif target.exists():
-            target.unlink()
-    if git(clone, "status", "--porcelain").strip():
-        git(clone, "add", "--all")
-        git(clone, "commit", "--quiet", "-m", "uncommitted work")
-    return Template(clone)
-
-
-def generate(template: Template, dst: Path, answers: dict[str, Any], version: str) -> None:
-    data = answers if version != template.first else _known_at_first(answers)
-    run_copy(str(template.root), dst, data=data, vcs_ref=version, defaults=True, unsafe=True,
-             quiet=True)  # fmt: skip
-    assert git(dst, "rev-list", "--count", "HEAD").strip() == "1"  # the post-copy hook's commit
-
-
-def _known_at_first(answers: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in answers.items() if k not in NEW_SINCE_FIRST}
-
-
-def update(project: Path, **options: Any) -> None:
-    run_update(project, defaults=True, overwrite=True, unsafe=True, quiet=True, **options)
-
-
-def recorded_answers(project: Path) -> dict[str, Any]:
-    return yaml.safe_load((project / ".copier-answers.yml").read_text())
-
-
-def unmerged(project: Path) -> list[str]:
-    status = git(project, "status", "--porcelain")
-    return [line[3:] for line in status.splitlines() if line.startswith("UU")]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +135,7 @@ def test_update_from_the_first_release_keeps_edits_and_brings_changes(
     ))  # fmt: skip
 
     # The updated project still passes its own tests.
-    _run_suite(project, shared_venv(variant.python), {}, f"{variant.id} after update")
+    run_suite(project, shared_venv(variant.python), {}, f"{variant.id} after update")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +144,7 @@ def test_update_from_the_first_release_keeps_edits_and_brings_changes(
 def test_renamed_answer_keeps_its_value(template: Template, tmp_path: Path) -> None:
     """0.2.0: `uv_lock` became `lock_dependencies`; a project's `true` stays `true`."""
     project = tmp_path / "project"
-    answers = {**_known_at_first(VARIANT.answers()), "uv_lock": True}
+    answers = {**known_at_first(VARIANT.answers()), "uv_lock": True}
     # No tasks: `uv lock` itself is not under test, only the recorded answer.
     run_copy(str(template.root), project, data=answers, vcs_ref=template.first, defaults=True,
              unsafe=True, quiet=True, skip_tasks=True)  # fmt: skip
@@ -443,7 +352,7 @@ def test_changing_an_answer_adds_and_removes_the_right_files(
         interpreter = require_interpreter(VARIANT.python)
         requirements = [*project_requirements(project), *HARNESS_REQUIREMENTS]
         venv = build_venv(interpreter, requirements, f"answers-{question}-{after}")
-        _run_suite(project, venv, {}, f"after {question}={after}")
+        run_suite(project, venv, {}, f"after {question}={after}")
 
 
 DROPPING_CHANGES = [

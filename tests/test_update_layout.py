@@ -28,10 +28,9 @@ import pytest
 import release_tags
 import variants as V
 import yaml
-from conftest import REPO_ROOT, Renderer, tail, uv_bin
-from test_update import Template, edit, generate, git, template, unmerged, update
-
-__all__ = ["template"]  # the fixture, imported so that pytest sees it here
+from conftest import REPO_ROOT, Renderer, uv_bin
+from harness.processes import tail
+from harness.updates import Template, edit, generate, git, unmerged, update
 
 #: The variant whose files are edited (graph_rag: its README ends with the Search section).
 VARIANT = next(v for v in V.covering_set() if v.python == "3.11")

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 import variants as V
-from conftest import SharedVenvs, project_env, run, tail
-from test_generated import _run_suite
-from test_update import Template, generate, git, template, unmerged, update
-
-__all__ = ["template"]  # the fixture, used by name
+from conftest import SharedVenvs
+from harness.processes import project_env, run, tail
+from harness.suites import run_suite
+from harness.updates import Template, generate, git, unmerged, update
 
 VARIANT = next(v for v in V.covering_set() if v.flavor == "fintech" and v.python == "3.11")
 
@@ -288,4 +287,4 @@ def test_own_migrations_and_rows_survive_updates_across_releases(
     project.run("-c", READINESS_SCRIPT.replace("PKG", project.package))
 
     # And the project, with its own models and revisions, still passes its own suite.
-    _run_suite(root, project.venv, service_urls, "after updates with the project's migrations")
+    run_suite(root, project.venv, service_urls, "after updates with the project's migrations")

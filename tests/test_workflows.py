@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import variants as V
 import yaml
-from conftest import REPO_ROOT, Renderer, tail
-from test_readme import fenced_block
+from conftest import REPO_ROOT, Renderer
+from harness.processes import tail
+from harness.readme import fenced_block
 
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.y*ml"))
 TEMPLATE_CI = REPO_ROOT / ".github" / "workflows" / "template-ci.yml"

@@ -1,0 +1,1 @@
+"""Helpers the template's tests share (see README.md here); fixtures stay in conftest.py."""
