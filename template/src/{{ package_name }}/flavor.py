@@ -11,21 +11,22 @@ new domain is a new package whose components.py builds a `FLAVOR`, and that line
         job_owner=job_owner,      # dependency: who owns the jobs a request submits
         caller_key=caller_key,    # dependency: whom a request's rate limits count
         resources=notes_resources,
+        jobs=(JobKind("notes.count", count_notes, public=True),),
     )
 
-Its job handlers register with `@job(...)` in modules the package imports.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi import APIRouter
 
 from .cache import Cache
 from .db import Database
+from .jobs import JobKind
 from .jobs.service import Jobs
 from .observability import Metrics
 from .resources import Resource
@@ -69,6 +70,8 @@ class Flavor:
     # their own), and whom its rate limits count (`rate_limit(..., per=caller_key)`).
     job_owner: Callable[..., Awaitable[str]]
     caller_key: Callable[..., Awaitable[str]]
+    # The job kinds it runs (components.py registers them for the API and the worker).
+    jobs: Sequence[JobKind] = ()
     # Long-lived resources, opened after the core's in the order listed.
     resources: Callable[[Foundation], list[Resource]] = _no_resources
     # Routers whose request bodies may be larger (or must be smaller) than MAX_BODY_BYTES.

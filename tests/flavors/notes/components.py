@@ -10,8 +10,8 @@ from fastapi import APIRouter
 from ..flavor import Flavor, Foundation
 from ..resources import Resource
 from ..settings import Settings
-from . import jobs as jobs  # registers the job kind in the API and the worker
 from .auth import caller_key, job_owner
+from .jobs import WORD_COUNT_KIND
 from .router import router
 from .settings import NotesSettings
 from .store import NoteBook
@@ -40,5 +40,6 @@ FLAVOR = Flavor(
     job_owner=job_owner,
     caller_key=caller_key,
     resources=notes_resources,
+    jobs=(WORD_COUNT_KIND,),
     add_commands=add_notes_commands,
 )

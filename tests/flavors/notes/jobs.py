@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pydantic import JsonValue
 
-from ..jobs import JobContext, job
+from ..jobs import JobContext, JobKind
 
 WORD_COUNT = "notes.word_count"
 
 
-@job(WORD_COUNT, public=True)
 async def word_count(ctx: JobContext) -> JsonValue:
     return {"words": len(str(ctx.arguments.get("text", "")).split())}
+
+
+WORD_COUNT_KIND = JobKind(WORD_COUNT, word_count, public=True)

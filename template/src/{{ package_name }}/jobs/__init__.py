@@ -1,8 +1,9 @@
 """Background jobs: the handler registry and the queue interface every backend implements.
 
 A job is recorded in the database before it is handed to a queue, so a broker outage delays
-it (the sweeper re-enqueues it) instead of losing it. Handlers register with `@job("kind")` in
-modules listed in the JOB_MODULES setting; the app and the worker both import them.
+it (the sweeper re-enqueues it) instead of losing it. The flavor lists its job kinds
+(`Flavor.jobs`), registered by components.py, which the app and the worker both import; more
+handlers register with `@job("kind")` in modules listed in the JOB_MODULES setting.
 """
 
 from __future__ import annotations
@@ -42,17 +43,23 @@ class JobKind:
 _KINDS: dict[str, JobKind] = {}
 
 
-def job(kind: str, *, public: bool = False) -> Callable[[Handler], Handler]:
-    """Register `handler` for jobs of `kind`."""
+def register(*kinds: JobKind) -> None:
+    """Run jobs of each kind with its handler; a kind has one handler."""
+    for kind in kinds:
+        registered = _KINDS.get(kind.name)
+        if registered is not None and registered.handler is not kind.handler:
+            raise ValueError(f"job kind '{kind.name}' is already registered")
+        _KINDS[kind.name] = kind
 
-    def register(handler: Handler) -> Handler:
-        registered = _KINDS.get(kind)
-        if registered is not None and registered.handler is not handler:
-            raise ValueError(f"job kind '{kind}' is already registered")
-        _KINDS[kind] = JobKind(kind, handler, public)
+
+def job(kind: str, *, public: bool = False) -> Callable[[Handler], Handler]:
+    """Register the decorated handler for jobs of `kind` (in a JOB_MODULES module)."""
+
+    def decorate(handler: Handler) -> Handler:
+        register(JobKind(kind, handler, public))
         return handler
 
-    return register
+    return decorate
 
 
 def job_kind(kind: str) -> JobKind | None:

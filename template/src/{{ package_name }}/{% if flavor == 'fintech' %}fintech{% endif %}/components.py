@@ -33,5 +33,6 @@ FLAVOR = Flavor(
     job_owner=job_owner,
     caller_key=caller_key,
     resources=fintech_resources,
+    jobs=(reports.REPORT_JOB_KIND,),
     add_commands=add_seed_command,
 )

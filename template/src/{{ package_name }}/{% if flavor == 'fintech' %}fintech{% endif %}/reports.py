@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ..db import SessionDep
 from ..deps import JobsDep
 from ..errors import ForbiddenError, NotFoundError
-from ..jobs import JobContext, job
+from ..jobs import JobContext, JobKind
 from ..jobs.models import Job, JobState
 from ..jobs.service import as_utc
 from ..ratelimit import rate_limit
@@ -93,7 +93,6 @@ async def portfolio_report(session: AsyncSession, user_id: int) -> PortfolioRepo
     )
 
 
-@job(REPORT_JOB)
 async def build_report(ctx: JobContext) -> JsonValue:
     report_id = str(ctx.arguments["report_id"])
     report = await ctx.session.get(Report, report_id)
@@ -116,6 +115,10 @@ async def build_report(ctx: JobContext) -> JsonValue:
         )
     )
     return {"report_id": report_id}
+
+
+# Run by whichever queue the service has; listed in the flavor's jobs (components.py).
+REPORT_JOB_KIND = JobKind(REPORT_JOB, build_report, public=False)
 
 
 async def own_report(report_id: ReportId, current_user: CurrentUser, session: SessionDep) -> Report:

@@ -1,8 +1,8 @@
 """The embedding job: compute the vectors of stored documents and store them.
 
-Imported by components.py, so the API and the worker both register it. The embedder is named
-in the job's arguments (the API's EMBEDDER setting when it enqueued), so a worker configured
-differently cannot mix vectors of two embedders in one index.
+Listed in the flavor's jobs (components.py), so the API and the worker both know it. The
+embedder is named in the job's arguments (the API's EMBEDDER setting when it enqueued), so a
+worker configured differently cannot mix vectors of two embedders in one index.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..jobs import JobContext, job
+from ..jobs import JobContext, JobKind
 from .embed import document_text, embedder_for
 from .models import Document, Embedding
 
@@ -26,11 +26,13 @@ EMBED_JOB = "search.embed"
 EMBED_CHUNK = 500
 
 
-@job(EMBED_JOB)
 async def embed_job(ctx: JobContext) -> JsonValue:
     ids = [int(i) for i in ctx.arguments["document_ids"]]
     stored = await embed_documents(ctx.session, ids, str(ctx.arguments["embedder"]))
     return {"embedded": stored}
+
+
+EMBED_JOB_KIND = JobKind(EMBED_JOB, embed_job, public=False)
 
 
 async def embed_documents(session: AsyncSession, document_ids: Sequence[int], setting: str) -> int:
