@@ -35,7 +35,7 @@ from ..settings import Settings
 from .auth import Owner, caller_key
 from .extract import Extractor
 from .graph import DocumentGraph, GraphStore
-from .jobs import EMBED_JOB
+from .embed_job import EMBED_JOB
 from .models import Document
 
 # Core, not the ORM entity: executemany skips the ORM's per-row bulk-insert bookkeeping.
