@@ -170,10 +170,13 @@ def package_of(path: str) -> list[str]:
 
 
 def moved_to(name: str, moved: dict[str, str]) -> str | None:
-    for old, new in moved.items():
-        if name == old or name.startswith(f"{old}."):
-            return new + name[len(old) :]
-    return None
+    """Where module `name` went; the longest moved name wins (a package moved one way and a
+    module of it another: pkg.search -> pkg.graph_rag, pkg.search.jobs -> pkg.graph_rag.x)."""
+    matches = [old for old in moved if name == old or name.startswith(f"{old}.")]
+    if not matches:
+        return None
+    old = max(matches, key=len)
+    return moved[old] + name[len(old) :]
 
 
 def python_files() -> list[str]:

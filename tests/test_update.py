@@ -34,6 +34,7 @@ from conftest import (
     require_interpreter,
 )
 from copier import run_copy
+from harness.processes import project_env
 from harness.suites import run_suite
 from harness.updates import (
     Template,
@@ -206,6 +207,64 @@ def test_a_conflict_in_a_moved_file_is_inline_and_reported(
     assert "    symbol: str  # ISIN or ticker\n>>>>>>> after updating" in text
     assert unmerged(project) == ["tests/support/quotes.py"]
     assert "tests/support/quotes.py: conflict markers" in capfd.readouterr().err
+
+
+GRAPH_RAG_0_2_0 = next(v for v in V.covering_set() if v.id == "graph_rag-noqueue-nocache-ecs-py311")
+USER_REINDEX = '''"""Our reindex helper, written against 0.2.0's search package."""
+
+from {package}.search.embed import embedder_for
+from {package}.search.jobs import embed_documents
+
+from .search import vectors
+from .search.models import Document
+
+__all__ = ["Document", "embed_documents", "embedder_for", "vectors"]
+'''
+
+
+def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
+    template: Template, tmp_path: Path, shared_venv: SharedVenvs
+) -> None:
+    """0.3.0: graph_rag's search/ package is graph_rag/ (search/jobs.py is embed_job.py):
+    a project on 0.2.0 keeps its edit of a moved module, and its imports follow."""
+    assert "0.2.0" in template.versions
+    variant = GRAPH_RAG_0_2_0
+    project = tmp_path / "project"
+    generate(template, project, variant.answers(), "0.2.0")
+    package = project / "src" / variant.package_name
+    edit(
+        package / "search" / "search.py",
+        "MAX_QUERY = 500\n",
+        "MAX_QUERY = 800  # pasted paragraphs\n",
+    )
+    (package / "reindex.py").write_text(USER_REINDEX.format(package=variant.package_name))
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "user edits")
+
+    update(project, data=variant.answers(), vcs_ref="HEAD")
+
+    assert not unmerged(project), git(project, "diff")
+    assert not list((package / "search").glob("*.py")), "search/ kept a module"
+    moved = (package / "graph_rag" / "search.py").read_text()
+    assert "MAX_QUERY = 800  # pasted paragraphs\n" in moved
+    assert "class SearchEngine" in moved
+    assert (package / "graph_rag" / "embed_job.py").is_file()
+    reindex = (package / "reindex.py").read_text()
+    for line in (
+        f"from {variant.package_name}.graph_rag.embed import embedder_for",
+        f"from {variant.package_name}.graph_rag.embed_job import embed_documents",
+        "from .graph_rag import vectors",
+        "from .graph_rag.models import Document",
+    ):
+        assert line in reindex, reindex
+    venv = shared_venv(variant.python)
+    imported = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", f"import {variant.package_name}.reindex"],
+        env=project_env(project, venv),
+        capture_output=True,
+        text=True,
+    )
+    assert imported.returncode == 0, imported.stderr
 
 
 USER_HELPER_TEST = '''"""Our tests of a helper, written against 0.1.0's tests/outage.py."""
