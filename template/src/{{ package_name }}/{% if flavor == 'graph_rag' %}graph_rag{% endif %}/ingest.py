@@ -33,9 +33,9 @@ from ..resources import registry
 from ..schemas import RequestModel
 from ..settings import Settings
 from .auth import Owner, caller_key
+from .embed_job import EMBED_JOB
 from .extract import Extractor
 from .graph import DocumentGraph, GraphStore
-from .embed_job import EMBED_JOB
 from .models import Document
 
 # Core, not the ORM entity: executemany skips the ORM's per-row bulk-insert bookkeeping.
