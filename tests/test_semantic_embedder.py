@@ -31,7 +31,7 @@ pytestmark = [
 
 CHECK = """
 import numpy as np
-from {package}.search.embed import embedder_for
+from {package}.graph_rag.embed import embedder_for
 
 embedder = embedder_for("semantic")
 query, paraphrase, unrelated = embedder.embed([
