@@ -16,12 +16,10 @@ from pydantic import BaseModel, Field, JsonValue
 
 from ..db import SessionDep
 from ..deps import JobsDep
-from ..errors import NotFoundError
 from ..ratelimit import rate_limit
 from ..schemas import RequestModel
-from . import job_kind
 from .models import Job, JobState
-from .service import UnknownJobKindError, as_utc, estimate_completion
+from .service import as_utc, estimate_completion, owned_job
 
 JobId = Annotated[str, Path(min_length=32, max_length=32, pattern="^[0-9a-f]{32}$")]
 
@@ -98,10 +96,7 @@ def jobs_router(
         jobs: JobsDep,
         response: Response,
     ) -> JobStatus:
-        registered = job_kind(body.kind)
-        if registered is None or not registered.public:
-            raise UnknownJobKindError(f"unknown job kind '{body.kind}'")
-        job = await jobs.submit(session, body.kind, body.arguments, owner=owner)
+        job = await jobs.submit_public(session, body.kind, body.arguments, owner=owner)
         response.headers["Location"] = f"{router.prefix}/{job.id}"
         return JobStatus.of(job)
 
@@ -115,9 +110,7 @@ def jobs_router(
     async def get_job(
         job_id: JobId, owner: Annotated[str, owner_dependency], session: SessionDep
     ) -> JobStatus:
-        job = await session.get(Job, job_id)
-        if job is None or job.owner != owner:
-            raise NotFoundError(f"no job with id '{job_id}'")
+        job = await owned_job(session, job_id, owner)
         return JobStatus.of(job, await estimate_completion(session, job))
 
     return router

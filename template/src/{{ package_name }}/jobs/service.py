@@ -20,7 +20,7 @@ from pydantic import JsonValue
 from sqlalchemy import Update, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..errors import AppError
+from ..errors import AppError, NotFoundError
 from ..observability import Metrics
 from ..resources import Checkable, Degraded
 from ..settings import Settings
@@ -272,6 +272,15 @@ async def purge_finished(session: AsyncSession, *, older_than: timedelta) -> int
     return int(purged.rowcount)  # type: ignore[attr-defined]
 
 
+async def owned_job(session: AsyncSession, job_id: str, owner: str) -> Job:
+    """The job when `owner` submitted it. Another owner's job is the same NotFoundError as an
+    id that does not exist, so job ids reveal nothing."""
+    job = await session.get(Job, job_id)
+    if job is None or job.owner != owner:
+        raise NotFoundError(f"no job with id '{job_id}'")
+    return job
+
+
 async def estimate_completion(session: AsyncSession, job: Job) -> datetime | None:
     """When an unfinished job should be done, from recent durations of its kind."""
     if job.state in FINISHED_STATES:
@@ -329,6 +338,16 @@ class Jobs:
         """The queue's own check, when it has one (a broker's reachability)."""
         if isinstance(self.queue, Checkable):
             await self.queue.check()
+
+    async def submit_public(
+        self, session: AsyncSession, kind: str, arguments: dict[str, Any], *, owner: str
+    ) -> Job:
+        """Submit a job a client asked for: only a kind registered public, any other is the
+        same UnknownJobKindError as a kind that does not exist."""
+        registered = job_kind(kind)
+        if registered is None or not registered.public:
+            raise UnknownJobKindError(f"unknown job kind '{kind}'")
+        return await self.submit(session, kind, arguments, owner=owner)
 
     async def submit(
         self,

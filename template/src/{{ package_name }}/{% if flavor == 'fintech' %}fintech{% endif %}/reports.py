@@ -25,7 +25,7 @@ from ..deps import JobsDep
 from ..errors import ForbiddenError, NotFoundError
 from ..jobs import JobContext, JobKind
 from ..jobs.models import Job, JobState
-from ..jobs.service import as_utc
+from ..jobs.service import Jobs, as_utc
 from ..ratelimit import rate_limit
 from .auth import CurrentUser, authenticated_user, caller_key, owner_of
 from .models import OutboxMessage, Report, User
@@ -121,6 +121,17 @@ async def build_report(ctx: JobContext) -> JsonValue:
 REPORT_JOB_KIND = JobKind(REPORT_JOB, build_report, public=False)
 
 
+async def create_report(session: AsyncSession, jobs: Jobs, user_id: int) -> Report:
+    """Record a pending report and the job that computes it, in one commit; then enqueue."""
+    report = Report(id=uuid.uuid4().hex, user_id=user_id, state="pending", created_at=datetime.now(UTC))
+    session.add(report)
+    # `submit` commits the report together with its job record, then enqueues.
+    recorded = await jobs.submit(session, REPORT_JOB, {"report_id": report.id}, owner=owner_of(user_id))
+    report.job_id = recorded.id
+    await session.commit()
+    return report
+
+
 async def own_report(report_id: ReportId, current_user: CurrentUser, session: SessionDep) -> Report:
     """The path's report when it is the authenticated user's: 404 when there is none, 403
     when it is another user's."""
@@ -164,19 +175,7 @@ def _status(report: Report, job_state: str | None) -> ReportStatus:
 async def request_report(
     current_user: CurrentUser, session: SessionDep, jobs: JobsDep, response: Response
 ) -> ReportStatus:
-    report = Report(
-        id=uuid.uuid4().hex,
-        user_id=current_user,
-        state="pending",
-        created_at=datetime.now(UTC),
-    )
-    session.add(report)
-    # `submit` commits the report together with its job record, then enqueues.
-    recorded = await jobs.submit(
-        session, REPORT_JOB, {"report_id": report.id}, owner=owner_of(current_user)
-    )
-    report.job_id = recorded.id
-    await session.commit()
+    report = await create_report(session, jobs, current_user)
     response.headers["Location"] = f"{router.prefix}/{report.id}"
     return _status(report, None)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db import SessionDep
 from ..deps import settings_of
@@ -22,6 +23,22 @@ class InstrumentInfo(BaseModel):
     currency: str
 
 
+async def instruments(session: AsyncSession) -> list[InstrumentInfo]:
+    rows = await session.execute(
+        select(
+            Instrument.symbol, Instrument.name, Instrument.asset_class, Instrument.currency
+        ).order_by(Instrument.symbol)
+    )
+    return [InstrumentInfo.model_validate(row, from_attributes=True) for row in rows]
+
+
+async def currencies(session: AsyncSession) -> list[str]:
+    rows = await session.scalars(
+        select(Instrument.currency).distinct().order_by(Instrument.currency)
+    )
+    return list(rows)
+
+
 def _cacheable(request: Request, response: Response) -> None:
     response.headers["Cache-Control"] = settings_of(request).static_data_cache_control
 
@@ -30,19 +47,11 @@ def _cacheable(request: Request, response: Response) -> None:
 async def list_instruments(
     session: SessionDep, request: Request, response: Response
 ) -> list[InstrumentInfo]:
-    rows = await session.execute(
-        select(
-            Instrument.symbol, Instrument.name, Instrument.asset_class, Instrument.currency
-        ).order_by(Instrument.symbol)
-    )
     _cacheable(request, response)
-    return [InstrumentInfo.model_validate(row, from_attributes=True) for row in rows]
+    return await instruments(session)
 
 
 @router.get("/currencies", summary="Currencies instruments are quoted in", openapi_extra=PUBLIC)
 async def list_currencies(session: SessionDep, request: Request, response: Response) -> list[str]:
-    rows = await session.scalars(
-        select(Instrument.currency).distinct().order_by(Instrument.currency)
-    )
     _cacheable(request, response)
-    return list(rows)
+    return await currencies(session)
