@@ -123,10 +123,14 @@ REPORT_JOB_KIND = JobKind(REPORT_JOB, build_report, public=False)
 
 async def create_report(session: AsyncSession, jobs: Jobs, user_id: int) -> Report:
     """Record a pending report and the job that computes it, in one commit; then enqueue."""
-    report = Report(id=uuid.uuid4().hex, user_id=user_id, state="pending", created_at=datetime.now(UTC))
+    report = Report(
+        id=uuid.uuid4().hex, user_id=user_id, state="pending", created_at=datetime.now(UTC)
+    )
     session.add(report)
     # `submit` commits the report together with its job record, then enqueues.
-    recorded = await jobs.submit(session, REPORT_JOB, {"report_id": report.id}, owner=owner_of(user_id))
+    recorded = await jobs.submit(
+        session, REPORT_JOB, {"report_id": report.id}, owner=owner_of(user_id)
+    )
     report.job_id = recorded.id
     await session.commit()
     return report
