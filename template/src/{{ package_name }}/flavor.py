@@ -29,7 +29,7 @@ from .db import Database
 from .jobs import JobKind
 from .jobs.service import Jobs
 from .observability import Metrics
-from .resources import Resource
+from .resources import Service
 from .settings import Settings
 
 
@@ -45,7 +45,7 @@ class Foundation:
     jobs: Jobs
 
 
-def _no_resources(foundation: Foundation) -> list[Resource]:
+def _no_resources(foundation: Foundation) -> list[Service]:
     return []
 
 
@@ -72,8 +72,9 @@ class Flavor:
     caller_key: Callable[..., Awaitable[str]]
     # The job kinds it runs (components.py registers them for the API and the worker).
     jobs: Sequence[JobKind] = ()
-    # Long-lived resources, opened after the core's in the order listed.
-    resources: Callable[[Foundation], list[Resource]] = _no_resources
+    # Long-lived resources, opened after the core's in the order listed, and the services
+    # built on them (see resources.py).
+    resources: Callable[[Foundation], list[Service]] = _no_resources
     # Routers whose request bodies may be larger (or must be smaller) than MAX_BODY_BYTES.
     body_limits: Callable[[Settings], list[tuple[APIRouter, int]]] = _no_body_limits
     # What makes a configuration unsafe to serve: refused in production, a warning elsewhere.

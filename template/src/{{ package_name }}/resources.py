@@ -2,7 +2,9 @@
 
 Every pool, client and background loop the service owns is a `Resource`. The lifespan opens
 them through one `ResourceRegistry`; if one fails to open, those already open are closed
-before the error propagates, so a failed start leaks nothing.
+before the error propagates, so a failed start leaks nothing. A `Service` built on resources
+(a search engine over an index and a graph, say) is held beside them, found by type the same
+way, and has nothing to open or close.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ logger = logging.getLogger(__name__)
 
 DEGRADED = "degraded: "
 R = TypeVar("R")
+
+
+class Service(Protocol):
+    """Something handlers reach by type (see `ResourceRegistry.get`); a `Resource` is one."""
+
+    name: str
 
 
 @runtime_checkable
@@ -62,15 +70,15 @@ class ResourceStartupError(RuntimeError):
 
 
 class ResourceRegistry:
-    def __init__(self, resources: Sequence[Resource]) -> None:
+    def __init__(self, resources: Sequence[Service]) -> None:
         names = [resource.name for resource in resources]
         if len(set(names)) != len(names):
             raise ValueError(f"resource names must be unique, got {names}")
         self._resources = {resource.name: resource for resource in resources}
-        self._by_kind: dict[type, Resource] = {}
+        self._by_kind: dict[type, Service] = {}
         self._stack: AsyncExitStack | None = None
 
-    def replace(self, resource: Resource) -> Resource:
+    def replace(self, resource: Service) -> Service:
         """Put `resource` in the place of the one with its name, and return that one (a test
         standing in a failing storage, say). The caller opens the new one and closes the old."""
         old = self._resources[resource.name]
@@ -89,12 +97,14 @@ class ResourceRegistry:
             found = self._by_kind[kind] = matches[0]
         return cast(R, found)
 
-    def __iter__(self) -> Iterator[Resource]:
+    def __iter__(self) -> Iterator[Service]:
         return iter(self._resources.values())
 
     async def __aenter__(self) -> ResourceRegistry:
         async with AsyncExitStack() as stack:
             for resource in self._resources.values():
+                if not isinstance(resource, Resource):
+                    continue  # a service: nothing to open
                 try:
                     await resource.open()
                 except Exception as exc:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ..flavor import Flavor, Foundation
-from ..resources import Resource
+from ..resources import Service
 from . import market, portfolio, reports, static_data, tokens, trades
 from .auth import caller_key, job_owner
 from .seed import add_seed_command
 
 
-def fintech_resources(foundation: Foundation) -> list[Resource]:
+def fintech_resources(foundation: Foundation) -> list[Service]:
     return [market.MarketData(foundation.settings, foundation.database)]
 
 

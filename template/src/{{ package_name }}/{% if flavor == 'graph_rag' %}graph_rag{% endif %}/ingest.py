@@ -132,11 +132,6 @@ class Ingestor:
         self.batch = TypeAdapter(list[DocumentIn])
         self.document = TypeAdapter(DocumentIn)
 
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
     async def store(
         self, documents: Sequence[DocumentIn], owner: str | None = None
