@@ -132,7 +132,6 @@ class Ingestor:
         self.batch = TypeAdapter(list[DocumentIn])
         self.document = TypeAdapter(DocumentIn)
 
-
     async def store(
         self, documents: Sequence[DocumentIn], owner: str | None = None
     ) -> tuple[list[int], str | None, int]:

@@ -104,7 +104,6 @@ class SearchEngine:
             registry=metrics.registry,
         )
 
-
     async def search(self, query: str, k: int) -> SearchResult:
         """503 when the graph store or the database is down (no answer without the graph)."""
         async with self._database.translating():
