@@ -7,7 +7,7 @@ setting is written into the route's OpenAPI description at start-up, so docs and
 cannot drift. Counters live next to the cache (Redis when it is configured, process memory
 otherwise) in a moving window: no double burst at a window edge.
 
-Who is limited: whatever the `per` dependency names (`client_address` when none is given).
+Who is limited: whatever the `per` dependency names (the client address when none is given).
 The limit depends on it, so FastAPI resolves the caller before counting, whatever order the
 route lists its dependencies in; FastAPI runs a dependency once per request, so an
 authentication the handler also takes costs nothing more. The address is the one uvicorn
@@ -228,6 +228,12 @@ def client_address(request: Request) -> str:
     return f"ip:{request.client.host if request.client else 'unknown'}"
 
 
+async def by_client_address(request: Request) -> str:
+    """The default `per`: the client's address. `async def`: FastAPI runs a plain `def`
+    dependency in a worker thread, on every request."""
+    return client_address(request)
+
+
 class RateLimit:
     """The dependency behind `rate_limit(route, per=...)`; its route name also feeds the docs."""
 
@@ -252,14 +258,14 @@ class RateLimit:
         add_response_headers(request, await limiter.enforce(self.route, caller))
 
 
-def rate_limit(route: str, *, per: Callable[..., Any] = client_address) -> Any:
+def rate_limit(route: str, *, per: Callable[..., Any] = by_client_address) -> Any:
     """`dependencies=[rate_limit("search", per=caller_key)]`: limit this endpoint under the
     name "search", counted per what `per` (a dependency returning a string) names."""
     return Depends(RateLimit(route, per))
 
 
 def describe(item: RateLimitItem, per: Callable[..., Any]) -> str:
-    who = "client address" if per is client_address else "caller"
+    who = "client address" if per is by_client_address else "caller"
     return f"Rate limit: {item} per {who}; over it the answer is 429 with Retry-After."
 
 

@@ -17,7 +17,7 @@ from .store import Note, NoteBook
 router = APIRouter(prefix="/api/notes", tags=["notes"])
 
 
-def get_notebook(request: Request) -> NoteBook:
+async def get_notebook(request: Request) -> NoteBook:
     return registry(request).get(NoteBook)
 
 
