@@ -1,9 +1,9 @@
 """The domain a service is built around, plugged into the core through one object.
 
 The core (settings, database, cache, jobs, rate limits, health, middleware, the CLI) is the
-same for every flavor. A flavor package builds one `Flavor` naming all it adds, and
-the core's components.py imports it on one line; nothing else in the core names a flavor. A
-new domain is a new package whose components.py builds a `FLAVOR`, and that line changed:
+same for every flavor. A flavor package's components.py builds one `Flavor` naming all it
+adds, and the core's components.py imports it on one line; nothing else in the core names a
+flavor. A new domain is a new package like that, and that line changed:
 
     FLAVOR = Flavor(
         name="notes",
@@ -13,7 +13,6 @@ new domain is a new package whose components.py builds a `FLAVOR`, and that line
         resources=notes_resources,
         jobs=(JobKind("notes.count", count_notes, public=True),),
     )
-
 """
 
 from __future__ import annotations
