@@ -73,7 +73,7 @@ class Flavor:
     jobs: Sequence[JobKind] = ()
     # Long-lived resources, opened after the core's in the order listed, and the services
     # built on them (see resources.py).
-    resources: Callable[[Foundation], list[Service]] = _no_resources
+    resources: Callable[[Foundation], Sequence[Service]] = _no_resources
     # Routers whose request bodies may be larger (or must be smaller) than MAX_BODY_BYTES.
     body_limits: Callable[[Settings], list[tuple[APIRouter, int]]] = _no_body_limits
     # What makes a configuration unsafe to serve: refused in production, a warning elsewhere.
