@@ -47,6 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import variants as V
 from harness.processes import SERVICE_ENV
+from harness.template import copy_template_root
 from harness.updates import Template, clone_template
 
 REPO_ROOT = V.REPO_ROOT
@@ -188,26 +189,10 @@ def require_interpreter(version: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------------------------
-def _copy_template_root(dst: Path) -> Path:
-    questions = V.load_questions()
-    subdir = str(questions.get("_subdirectory", "") or "")
-    ignore = shutil.ignore_patterns(
-        "__pycache__", "*.py[co]", ".mypy_cache", ".ruff_cache", ".pytest_cache", ".venv"
-    )
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("copier.yml", "copier.yaml"):
-        if (REPO_ROOT / name).is_file():
-            shutil.copy2(REPO_ROOT / name, dst / name)
-    for name in {subdir, "hooks", "includes", "extensions"} - {""}:
-        if (REPO_ROOT / name).is_dir():
-            shutil.copytree(REPO_ROOT / name, dst / name, ignore=ignore, symlinks=True)
-    return dst
-
-
 @pytest.fixture(scope="session")
 def template_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The template root as a plain (non-git) directory: Copier renders it without cloning."""
-    return _copy_template_root(tmp_path_factory.mktemp("template-src"))
+    return copy_template_root(tmp_path_factory.mktemp("template-src"))
 
 
 class RenderError(Exception):

@@ -78,7 +78,7 @@ async def measure(backend: str, app: Any, args: argparse.Namespace) -> None:
                 cpu[name].append(await cpu_us_per_request(app, path, args.requests))
                 loaded[name].append(await load(app, path, args.requests, args.concurrency))
 
-    print(f"\n{backend} backend ({type(app.state.cache.backend).__name__}):")
+    print(f"\n{backend} backend ({cache_apps.backend_name(app)}):")
     figures = {}
     for name in names:
         micros = statistics.median(cpu[name])

@@ -21,13 +21,13 @@ import variants as V
 from conftest import (
     CACHE_ROOT,
     HARNESS_REQUIREMENTS,
-    _copy_template_root,
     build_venv,
     project_requirements,
     require_interpreter,
 )
 
 from harness.processes import SERVICE_ENV, project_env, run
+from harness.template import copy_template_root
 
 
 def _venv(python: str, requirements: list[str]) -> Path:
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     project = CACHE_ROOT / "loop" / variant.id
     kept = project / ".mypy_cache"
     with tempfile.TemporaryDirectory() as scratch:
-        source = _copy_template_root(Path(scratch) / "template")
+        source = copy_template_root(Path(scratch) / "template")
         if kept.is_dir():
             shutil.move(kept, Path(scratch) / "mypy_cache")
         shutil.rmtree(project, ignore_errors=True)

@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from . import SERVICE_DESCRIPTION, SERVICE_NAME, __version__, health
 from .components import build_resources, feature_routers, router_body_limits, startup_problem
+from .db import Database
 from .errors import install_error_handlers
 from .middleware import (
     BodyLimitMiddleware,
@@ -23,7 +24,7 @@ from .observability import Metrics, configure_logging, metrics_router
 from .observability import metrics as metrics_endpoint
 from .openapi import install_openapi
 from .ratelimit import document_rate_limits
-from .resources import ResourceRegistry
+from .resources import ResourceRegistry, resources_of
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def _withhold_internals(app: FastAPI, settings: Settings) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with app.state.resources:
+    async with resources_of(app):
         yield
 
 
@@ -79,9 +80,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.resources = ResourceRegistry(resources)
-    for resource in resources:
-        setattr(app.state, resource.name, resource)
+    app.state.resources = registry = ResourceRegistry(resources)
 
     # Probes first, because FastAPI matches routes in registration order and probes are the most
     # frequent requests; and straight onto the app's router, because an included router costs
@@ -96,7 +95,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     limits = list(body_limits(app.routes, settings.max_body_bytes, router_body_limits(settings)))
     install_openapi(app, limits)
 
-    install_error_handlers(app, app.state.database)
+    install_error_handlers(app, registry.get(Database))
 
     # add_middleware wraps what is already there: the last one added runs first.
     app.add_middleware(

@@ -57,24 +57,21 @@ def add_response_headers(request: Request, headers: Mapping[str, str]) -> None:
     FastAPI merges a dependency's `Response` headers only into responses it builds itself.
     RequestContextMiddleware writes them; a header the response already has wins."""
     if headers:
-        pending: dict[str, str] = request.scope.setdefault("state", {}).setdefault(
+        pending: dict[bytes, bytes] = request.scope.setdefault("state", {}).setdefault(
             _RESPONSE_HEADERS, {}
         )
-        pending.update(headers)
+        for name, value in headers.items():
+            pending[name.lower().encode("latin-1")] = value.encode("latin-1")
 
 
 def _pending_headers(
     state: Mapping[str, Any], present: Sequence[tuple[bytes, bytes]]
 ) -> list[tuple[bytes, bytes]]:
-    pending: dict[str, str] | None = state.get(_RESPONSE_HEADERS)
+    pending: dict[bytes, bytes] | None = state.get(_RESPONSE_HEADERS)
     if not pending:
         return []
     names = {name.lower() for name, _ in present}
-    return [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in pending.items()
-        if name.lower().encode("latin-1") not in names
-    ]
+    return [(name, value) for name, value in pending.items() if name not in names]
 
 
 class RequestContextMiddleware:

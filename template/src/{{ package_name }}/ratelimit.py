@@ -46,7 +46,7 @@ from .cache import Outage
 from .errors import AppError, ServiceUnavailableError
 from .middleware import add_response_headers
 from .observability import Metrics
-from .resources import ResourceRegistry, registry
+from .resources import registry, resources_of
 from .routing import api_routes
 from .settings import Settings
 
@@ -60,7 +60,7 @@ class RateLimitedError(AppError):
 
 
 class RateLimiter:
-    """The limits per route and the storage that counts them; a resource on `app.state`."""
+    """The limits per route and the storage that counts them; a resource in the app's registry."""
 
     name = "ratelimit"
 
@@ -271,8 +271,7 @@ def describe(item: RateLimitItem, per: Callable[..., Any]) -> str:
 
 def document_rate_limits(app: FastAPI) -> None:
     """Write each limited route's limit into its OpenAPI description and responses."""
-    resources: ResourceRegistry = app.state.resources
-    limiter = resources.get(RateLimiter)
+    limiter = resources_of(app).get(RateLimiter)
     for route in api_routes(app.routes):
         for limited in _rate_limits(route.dependant):
             text = describe(limiter.limit(limited.route), limited.per)

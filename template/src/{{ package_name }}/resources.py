@@ -231,9 +231,13 @@ async def stop_task(task: asyncio.Task[None] | None) -> None:
             await task
 
 
+def resources_of(app: FastAPI) -> ResourceRegistry:
+    """The app's resources: `resources_of(app).get(Database)` (tests, commands, benchmarks)."""
+    resources: ResourceRegistry = app.state.resources
+    return resources
+
+
 def registry(request: Request) -> ResourceRegistry:
     """The app's resources, for code that has the request: `registry(request).get(Database)`
     (handlers take the typed dependencies in deps.py instead)."""
-    app: FastAPI = request.app
-    resources: ResourceRegistry = app.state.resources
-    return resources
+    return resources_of(request.app)

@@ -111,7 +111,7 @@ class BatchInvalidError(AppError):
 
 
 class Ingestor:
-    """Built once in the lifespan; the ingest endpoints reach it on `app.state.ingest`."""
+    """Built once in the lifespan; the ingest endpoints find it by type in the app's registry."""
 
     name = "ingest"
 

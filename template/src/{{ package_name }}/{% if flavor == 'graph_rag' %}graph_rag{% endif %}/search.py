@@ -1,8 +1,8 @@
 """Hybrid search: vector top-k, expanded through the graph, merged and re-ranked.
 
-The handler (`SearchEngine`) is built once in the lifespan and held on `app.state.search`; the
-endpoint's only dependencies are authentication and the rate limit: no per-request dependency
-chain on the hot path.
+The handler (`SearchEngine`) is built once in the lifespan and found by type in the app's
+registry (`registry(request).get(SearchEngine)`); the endpoint's only dependencies are
+authentication and the rate limit: no per-request dependency chain on the hot path.
 
 Scores, each in [0, 1], per hit:
 - vector: cosine similarity of the query and the document;
