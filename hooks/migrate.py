@@ -13,6 +13,12 @@ when the project moves past the version they are listed under in copier.yml:
                             Python module, the user's imports of it are rewritten to NEW
                             (absolute and relative, each file named); a mention the script
                             cannot rewrite safely (a module name in a string) is named instead.
+    split OLD NEWDIR [...]  (stage "after") the template split module OLD into the package
+                            NEWDIR (trades.py -> trades/router.py, schemas.py, ...): the
+                            user's imports of OLD's names are rewritten to the module of the
+                            package that defines each; OLD goes, and `report-deleted` names it
+                            if the user had changed it (no merge can spread one file's edits
+                            over several). An import of OLD as a module is named, not rewritten.
     report-deleted          (every update, after the others) name each file the update
                             deleted that the user had changed (its content in HEAD is not what
                             the old version rendered for the old answers), with the command that
@@ -192,8 +198,16 @@ class ImportRewrite:
 
     FROM_MODULE = re.compile(rb"from\b(?P<module>[\s.\w\\]*?)\bimport\b")
 
-    def __init__(self, path: str, source: bytes, moved: dict[str, str]) -> None:
+    def __init__(
+        self,
+        path: str,
+        source: bytes,
+        moved: dict[str, str],
+        split: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.path, self.source, self.moved = path, source, moved
+        self.split = split or {}  # module -> {name -> the new module that defines it}
+        self.as_modules: list[tuple[int, str]] = []  # (line, split module) imported whole
         self.package = package_of(path)
         lines = source.splitlines(keepends=True)
         self.line_starts = [0]
@@ -272,6 +286,9 @@ class ImportRewrite:
             return
         module_start, module_end = start + match.start("module"), start + match.end("module")
         spelled_module = re.sub(rb"[\s\\]+", b"", match["module"]).decode()
+        if base in self.split:
+            self.split_from(node, base, spelled_module)
+            return
         target = moved_to(base, self.moved) if base else None
         if target:  # from tests.outage import X / from .outage import X
             self.note(base)
@@ -284,6 +301,8 @@ class ImportRewrite:
         renamed = False
         for alias in node.names:
             full = f"{base}.{alias.name}" if base else alias.name
+            if full in self.split:
+                self.as_modules.append((node.lineno, full))
             target = moved_to(full, self.moved) if alias.name != "*" else None
             parent, _, last = (target or "").rpartition(".")
             if target is None or not parent:
@@ -305,7 +324,29 @@ class ImportRewrite:
         statements += [f"from {parent} import {', '.join(n)}" for parent, n in groups.items()]
         self.edits.append((start, end, self.joined(node, statements)))
 
+    def split_from(self, node: ast.ImportFrom, base: str, spelled_module: str) -> None:
+        """from pkg.trades import A, B -> from pkg.trades.schemas import A / ...service import B"""
+        homes = self.split[base]
+        kept: list[ast.alias] = []
+        groups: dict[str, list[str]] = {}  # new module -> the names imported from it
+        for alias in node.names:
+            home = homes.get(alias.name)
+            if home is None:  # a submodule of the new package, or a name it lacks: as it was
+                kept.append(alias)
+                continue
+            groups.setdefault(home, []).append(names([alias]))
+        if not groups:
+            return
+        self.rewritten[base] = " and ".join(groups)
+        statements = [f"from {spelled_module} import {names(kept)}"] if kept else []
+        statements += [
+            f"from {self.spelled(home, node.level)} import {', '.join(imported)}"
+            for home, imported in groups.items()
+        ]
+        self.edits.append((*self.span(node), self.joined(node, statements)))
+
     def import_(self, node: ast.Import, chains: dict[str, str]) -> None:
+        self.as_modules += [(node.lineno, a.name) for a in node.names if a.name in self.split]
         targets = [moved_to(alias.name, self.moved) for alias in node.names]
         if not any(targets):
             return
@@ -354,20 +395,30 @@ def names(aliases: list[ast.alias]) -> str:
     return ", ".join(f"{a.name} as {a.asname}" if a.asname else a.name for a in aliases)
 
 
-def follow_imports(moved: dict[str, str]) -> None:
-    """Point the project's imports of the moved modules at their new place; name the files."""
-    words = [re.compile(rf"\b{re.escape(old.rpartition('.')[2])}\b".encode()) for old in moved]
+def follow_imports(
+    moved: dict[str, str],
+    split: dict[str, dict[str, str]] | None = None,
+    skip: tuple[str, ...] = (),
+) -> None:
+    """Point the project's imports of the moved (or split) modules at their new place; name
+    the files. Files under the `skip` directories (a split's new package) are the template's."""
+    split = split or {}
+    words = [
+        re.compile(rf"\b{re.escape(old.rpartition('.')[2])}\b".encode()) for old in [*moved, *split]
+    ]
     for path in python_files():
+        if path.startswith(skip):
+            continue
         source = Path(path).read_bytes()
         if not any(word.search(source) for word in words):
             continue  # cannot mention a moved module: skip the parse
         try:
             tree = ast.parse(source, filename=path)
         except (SyntaxError, ValueError) as error:
-            say(f"{path}: not checked for imports of {', '.join(moved)} (it does not parse: "
-                f"{error}); check it yourself")  # fmt: skip
+            say(f"{path}: not checked for imports of {', '.join([*moved, *split])} (it does "
+                f"not parse: {error}); check it yourself")  # fmt: skip
             continue
-        rewrite = ImportRewrite(path, source, moved)
+        rewrite = ImportRewrite(path, source, moved, split)
         rewrite.visit(tree)
         if rewrite.edits:
             Path(path).write_bytes(rewrite.apply())
@@ -376,6 +427,9 @@ def follow_imports(moved: dict[str, str]) -> None:
         for line, old in rewrite.in_strings:
             say(f"{path}:{line}: mentions {old} in a string, which is not rewritten: it is "
                 f"{moved[old]} now, change it yourself")  # fmt: skip
+        for line, old in rewrite.as_modules:
+            say(f"{path}:{line}: imports {old} as a module, which is now a package of "
+                f"{', '.join(sorted(set(split[old].values())))}: import from those")  # fmt: skip
 
 
 def moved_list() -> Path:
@@ -415,6 +469,44 @@ def move(template: str, version_from: str, pairs: list[str]) -> None:
                     moved[old_module] = new_module
     if moved:
         follow_imports(moved)
+
+
+# --- split ------------------------------------------------------------------------------
+def defined_names(path: Path) -> list[str]:
+    """The names a module defines at its top level (not those it imports)."""
+    found: list[str] = []
+    for node in ast.parse(path.read_bytes(), filename=str(path)).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            found.append(node.name)
+        elif isinstance(node, ast.Assign):
+            found += [target.id for target in node.targets if isinstance(target, ast.Name)]
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            found.append(node.target.id)
+    return found
+
+
+def split(pairs: list[str]) -> None:
+    if len(pairs) % 2:
+        raise SystemExit("migrate: split takes OLD NEWDIR pairs")
+    splits: dict[str, dict[str, str]] = {}
+    packages: list[str] = []
+    for old, new in zip(pairs[::2], pairs[1::2], strict=True):
+        old_module = module_name(old)
+        if old_module is None or not Path(new, "__init__.py").is_file():
+            continue  # not generated for these answers
+        homes: dict[str, str] = {}
+        for module in sorted(Path(new).glob("*.py")):
+            home = module_name(module.as_posix())
+            if home and module.name != "__init__.py":
+                homes.update(dict.fromkeys(defined_names(module), home))
+        splits[old_module] = homes
+        packages.append(f"{new.rstrip('/')}/")
+        for leftover in (Path(old), Path(f"{old}.rej")):
+            if leftover.exists():  # report-deleted names the user's edits of it
+                leftover.unlink()
+        say(f"{old} is now the package {new}: {', '.join(sorted(set(homes.values())))}")
+    if splits:
+        follow_imports({}, splits, skip=tuple(packages))
 
 
 # --- report-deleted -----------------------------------------------------------------------
@@ -482,6 +574,8 @@ def main() -> int:
     moves.add_argument("--template", required=True, help="the template source (a git repository)")
     moves.add_argument("--from-version", required=True, help="the release the project was on")
     moves.add_argument("pairs", nargs="+", metavar="OLD NEW")
+    splits = steps.add_parser("split")
+    splits.add_argument("pairs", nargs="+", metavar="OLD NEWDIR")
     deleted = steps.add_parser("report-deleted")
     deleted.add_argument("--template", required=True, help="the template source (a git repository)")
     deleted.add_argument("--from-version", required=True, help="the release the project was on")
@@ -491,6 +585,8 @@ def main() -> int:
         rename_answer(args.old, args.new)
     elif args.step == "move":
         move(args.template, args.from_version, args.pairs)
+    elif args.step == "split":
+        split(args.pairs)
     elif args.step == "report-deleted":
         report_deleted(args.template, args.from_version)
     else:

@@ -267,6 +267,64 @@ def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
     assert imported.returncode == 0, imported.stderr
 
 
+FINTECH_0_2_0 = next(v for v in V.covering_set() if v.id == "fintech-arq-redis-noscale-py311")
+USER_TRADE_TOOL = '''"""A tool of the user's, written against 0.2.0's fintech/trades.py."""
+
+from {package}.fintech.trades import TradeRequest, lock_portfolio
+
+from .fintech import trades
+from .fintech.trades import TradeView as View, book_trade
+
+TOOLS = (TradeRequest, lock_portfolio, View, book_trade, trades)
+'''
+
+
+def test_fintech_trades_splits_into_a_package_and_imports_follow_each_name(
+    template: Template, tmp_path: Path, shared_venv: SharedVenvs, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """0.3.0: fintech/trades.py is the package trades/ (router, schemas, service, repository):
+    a project on 0.2.0 imports each name from the module that now defines it, is told of the
+    import it must change itself, and is told how to get its edit of the old module back."""
+    variant = FINTECH_0_2_0
+    project = tmp_path / "project"
+    generate(template, project, variant.answers(), "0.2.0")
+    package = project / "src" / variant.package_name
+    old = f"src/{variant.package_name}/fintech/trades.py"
+    edit(project / old, 'tags=["trades"])', 'tags=["trades", "orders"])')
+    tool = package / "trade_tool.py"
+    tool.write_text(USER_TRADE_TOOL.format(package=variant.package_name))
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "user edits")
+    capfd.readouterr()
+
+    update(project, data=variant.answers(), vcs_ref="HEAD")
+
+    err = capfd.readouterr().err
+    assert not unmerged(project), git(project, "diff")
+    assert not (project / old).exists()
+    assert (package / "fintech" / "trades" / "service.py").is_file()
+    text = tool.read_text()
+    trades = f"{variant.package_name}.fintech.trades"
+    for line in (
+        f"from {trades}.schemas import TradeRequest\n",
+        f"from {trades}.repository import lock_portfolio\n",
+        "from .fintech.trades.schemas import TradeView as View\n",
+        "from .fintech.trades.service import book_trade\n",
+        "from .fintech import trades\n",  # named, not rewritten
+    ):
+        assert line in text, text
+    assert f"trade_tool.py:5: imports {trades} as a module" in err, err
+    assert f"git checkout HEAD -- {old}" in err, err  # the edit is in the last commit
+    venv = shared_venv(variant.python)
+    imported = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", f"import {variant.package_name}.trade_tool"],
+        env=project_env(project, venv),
+        capture_output=True,
+        text=True,
+    )
+    assert imported.returncode == 0, imported.stderr
+
+
 USER_HELPER_TEST = '''"""Our tests of a helper, written against 0.1.0's tests/outage.py."""
 
 import tests.outage
@@ -529,3 +587,39 @@ def test_import_rewrites_keep_the_rest_of_the_statement() -> None:
     assert rewrite.apply() == (
         b"from ..support.outage import A\nfrom ..support import quotes\nfrom .outage import B\n"
     )
+
+
+BEFORE_THE_SPLIT = b"""from pkg.trades import (
+    Request,  # the order
+    repository,
+)
+from pkg import trades
+import pkg.trades
+
+
+def later() -> None:
+    from .trades import Request as R, book, Unknown
+"""
+AFTER_THE_SPLIT = b"""from pkg.trades import repository
+from pkg.trades.schemas import Request
+from pkg import trades
+import pkg.trades
+
+
+def later() -> None:
+    from .trades import Unknown
+    from .trades.schemas import Request as R
+    from .trades.service import book
+"""
+
+
+def test_a_split_module_s_names_are_imported_from_where_each_is_defined() -> None:
+    """split: each name goes to its new module, a submodule or unknown name stays, and an
+    import of the old module as a whole is named for the user (its attributes moved)."""
+    migrate = _migrate_module()
+    homes = {"Request": "pkg.trades.schemas", "book": "pkg.trades.service"}
+    rewrite = migrate.ImportRewrite("src/pkg/tool.py", BEFORE_THE_SPLIT, {}, {"pkg.trades": homes})
+    rewrite.visit(ast.parse(BEFORE_THE_SPLIT))
+    assert rewrite.apply() == AFTER_THE_SPLIT
+    assert sorted(rewrite.as_modules) == [(5, "pkg.trades"), (6, "pkg.trades")]
+    assert rewrite.rewritten == {"pkg.trades": "pkg.trades.schemas and pkg.trades.service"}

@@ -179,9 +179,14 @@ def problem(
     )
 
 
+def problem_for(exc: AppError) -> Response:
+    """The answer to `exc`, as the error handlers send it."""
+    return problem(exc.status_code, exc.code, exc.detail, headers=exc.headers, **exc.extra)
+
+
 async def _app_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
-    return problem(exc.status_code, exc.code, exc.detail, headers=exc.headers, **exc.extra)
+    return problem_for(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 
 from ..flavor import Flavor, Foundation
 from ..resources import Service
-from . import market, portfolio, reports, static_data, tokens, trades
+from . import market, portfolio, reports, static_data, tokens
 from .auth import caller_key, job_owner
 from .seed import add_seed_command
+from .trades.router import router as trades_router
 
 
 def fintech_resources(foundation: Foundation) -> list[Service]:
@@ -20,7 +21,7 @@ def fintech_routers() -> list[APIRouter]:
     return [
         market.router,
         portfolio.router,
-        trades.router,
+        trades_router,
         reports.router,
         static_data.router,
         tokens.router,
