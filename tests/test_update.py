@@ -213,20 +213,22 @@ GRAPH_RAG_0_2_0 = next(v for v in V.covering_set() if v.id == "graph_rag-noqueue
 USER_REINDEX = '''"""Our reindex helper, written against 0.2.0's search package."""
 
 from {package}.search.embed import embedder_for
+from {package}.search.ingest import DocumentIn, Ingestor
 from {package}.search.jobs import embed_documents
 
 from .search import vectors
 from .search.models import Document
 
-__all__ = ["Document", "embed_documents", "embedder_for", "vectors"]
+__all__ = ["Document", "DocumentIn", "Ingestor", "embed_documents", "embedder_for", "vectors"]
 '''
 
 
 def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
     template: Template, tmp_path: Path, shared_venv: SharedVenvs
 ) -> None:
-    """0.3.0: graph_rag's search/ package is graph_rag/ (search/jobs.py is embed_job.py):
-    a project on 0.2.0 keeps its edit of a moved module, and its imports follow."""
+    """0.3.0: graph_rag's search/ package is graph_rag/ (search/jobs.py is embed_job.py,
+    search/ingest.py the package graph_rag/ingest/): a project on 0.2.0 keeps its edit of a
+    moved module, and its imports follow."""
     assert "0.2.0" in template.versions
     variant = GRAPH_RAG_0_2_0
     project = tmp_path / "project"
@@ -253,6 +255,9 @@ def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
     for line in (
         f"from {variant.package_name}.graph_rag.embed import embedder_for",
         f"from {variant.package_name}.graph_rag.embed_job import embed_documents",
+        # search/ingest.py is the package graph_rag/ingest/: each name from its module.
+        f"from {variant.package_name}.graph_rag.ingest.schemas import DocumentIn",
+        f"from {variant.package_name}.graph_rag.ingest.service import Ingestor",
         "from .graph_rag import vectors",
         "from .graph_rag.models import Document",
     ):

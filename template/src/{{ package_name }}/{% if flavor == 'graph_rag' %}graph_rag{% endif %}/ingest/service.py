@@ -1,0 +1,185 @@
+"""The ingest rules: validate, extract, store once per external id, enqueue the embedding.
+
+Documents, their entities and relations and one embedding job are stored in a single
+transaction; the vectors are computed by the worker. A document whose `external_id` its owner
+stored before is not stored again, so a retried ingest is a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
+from sqlalchemy.exc import IntegrityError
+
+from ...db import Database
+from ...errors import AppError
+from ...jobs.service import Jobs
+from ...settings import Settings
+from ..embed_job import EMBED_JOB
+from ..extract import Extractor
+from ..graph import DocumentGraph, GraphStore
+from . import repository
+from .schemas import DocumentIn, ItemError
+
+
+class PayloadTooLargeError(AppError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class BatchInvalidError(AppError):
+    status_code = 422
+    code = "validation_error"
+
+
+class Stored(NamedTuple):
+    """What an ingest stored."""
+
+    document_ids: list[int]  # every document's id, in order (stored now or before)
+    job_id: str | None  # the embedding job; None when nothing was new
+    created: int  # how many were stored now
+
+
+class Ingestor:
+    """Built once in the lifespan; the ingest endpoints find it by type in the app's registry."""
+
+    name = "ingest"
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        jobs: Jobs,
+        graph: GraphStore,
+        extractor: Extractor,
+    ) -> None:
+        self.settings = settings
+        self._database = database
+        self._jobs = jobs
+        self._graph = graph
+        self._extractor = extractor
+        self.max_items = settings.ingest_max_batch
+        self.batch = TypeAdapter(list[DocumentIn])
+        self.document = TypeAdapter(DocumentIn)
+
+    async def store(self, documents: Sequence[DocumentIn], owner: str | None = None) -> Stored:
+        """Store the documents their owner has not stored yet, with their graph and one
+        embedding job, in one transaction."""
+        extractions = await asyncio.to_thread(self._extract, documents)
+        try:
+            return await self._store(documents, extractions, owner)
+        except IntegrityError:
+            # A concurrent retry stored some of them first (the unique index said so): what
+            # it stored is found this time.
+            return await self._store(documents, extractions, owner)
+
+    async def _store(
+        self, documents: Sequence[DocumentIn], extractions: list[Any], owner: str | None
+    ) -> Stored:
+        async with self._database.session() as session:
+            keys = {d.external_id for d in documents if d.external_id is not None}
+            known = await repository.stored_ids(session, keys, owner)
+            new: list[int] = []  # positions of the documents to store now
+            for position, document in enumerate(documents):
+                key = document.external_id
+                if key is None or key not in known:
+                    new.append(position)
+                    if key is not None:
+                        known[key] = -1  # the same id twice in one batch: stored once
+            if not new:
+                return Stored([known[d.external_id or ""] for d in documents], None, 0)
+            new_ids = await repository.insert_documents(
+                session, [documents[p] for p in new], owner, datetime.now(UTC)
+            )
+            ids: list[int | None] = [None] * len(documents)
+            for position, document_id in zip(new, new_ids, strict=True):
+                ids[position] = document_id
+                key = documents[position].external_id
+                if key is not None:
+                    known[key] = document_id
+            await self._graph.add(
+                session,
+                [DocumentGraph(i, extractions[p]) for p, i in zip(new, new_ids, strict=True)],
+            )
+            # Commits the documents, the graph and the job together.
+            job = await self._jobs.submit(
+                session,
+                EMBED_JOB,
+                {"document_ids": new_ids, "embedder": self.settings.embedder},
+                owner=owner,
+            )
+        every = [
+            known[d.external_id or ""] if i is None else i
+            for i, d in zip(ids, documents, strict=True)
+        ]
+        return Stored(every, job.id, len(new))
+
+    def _extract(self, documents: Sequence[DocumentIn]) -> list[Any]:
+        return [self._extractor.extract(d.title, d.text, d.tags) for d in documents]
+
+    def validate_batch(self, body: bytes) -> tuple[list[DocumentIn], list[ItemError]]:
+        """Every valid document and every invalid item's errors, from one parse of `body`.
+        Raises BatchInvalidError when nothing is valid, PayloadTooLargeError over the limit."""
+        try:
+            documents = self.batch.validate_json(body)
+        except ValidationError as exc:
+            documents, errors = self._partial(body, exc)
+        else:
+            self._check_count(len(documents))
+            errors = []
+        if not documents:
+            raise BatchInvalidError(
+                f"no valid document in the batch ({len(errors)} errors)",
+                extra={"errors": [error.model_dump() for error in errors]},
+            )
+        return documents, errors
+
+    def _partial(
+        self, body: bytes, exc: ValidationError
+    ) -> tuple[list[DocumentIn], list[ItemError]]:
+        errors: list[ItemError] = []
+        bad: set[int] = set()
+        for error in exc.errors(include_url=False):
+            location = error["loc"]
+            if not location or not isinstance(location[0], int):
+                # Not a list, or not JSON at all: nothing to salvage.
+                raise BatchInvalidError(
+                    f"the body must be a JSON array of documents: {error['msg']}",
+                    extra={
+                        "errors": [
+                            {"field": "body", "message": error["msg"], "type": error["type"]}
+                        ]
+                    },
+                ) from exc
+            bad.add(location[0])
+            errors.append(
+                ItemError(
+                    index=location[0],
+                    field=".".join(str(part) for part in location[1:]) or "item",
+                    message=error["msg"],
+                    type=error["type"],
+                )
+            )
+        # The body parsed as a list: validate only the good items again. The same parser as
+        # `validate_json` (orjson refuses the NaN that made an item invalid).
+        items: list[Any] = from_json(body)
+        self._check_count(len(items))
+        valid = [
+            self.document.validate_python(item)
+            for index, item in enumerate(items)
+            if index not in bad
+        ]
+        return valid, errors
+
+    def _check_count(self, count: int) -> None:
+        if count > self.max_items:
+            raise PayloadTooLargeError(
+                f"at most {self.max_items} documents per batch (INGEST_MAX_BATCH), got {count}"
+            )
+        if count == 0:
+            raise BatchInvalidError("the batch is empty")
