@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -214,14 +214,6 @@ async def update_prices(session: AsyncSession, prices: Mapping[str, Decimal]) ->
 
 def market_data_of(request: Request) -> MarketData:
     return registry(request).get(MarketData)
-
-
-async def current_market_data(request: Request) -> MarketData:
-    return market_data_of(request)
-
-
-#: The market data, for handlers: `market: MarketDataDep`.
-MarketDataDep = Annotated[MarketData, Depends(current_market_data)]
 
 
 def _accepts_gzip(request: Request) -> bool:

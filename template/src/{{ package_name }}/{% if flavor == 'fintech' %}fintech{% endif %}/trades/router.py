@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 
-from ...deps import CacheDep, DatabaseDep
+from ...cache import Cache
+from ...db import Database
 from ...errors import PROBLEM_JSON, problem_for
 from ...ratelimit import rate_limit
+from ...resources import registry
 from ..auth import OwnUserId, caller_key
-from ..market import MarketDataDep
+from ..market import MarketData
 from .schemas import TradeRequest, TradeView
 from .service import FirstAnswer, Idempotency, TradeRejectedError, book_trade
 
@@ -49,16 +51,24 @@ def _answer(outcome: TradeView | TradeRejectedError) -> FirstAnswer:
 async def post_trade(
     user_id: OwnUserId,
     order: TradeRequest,
-    database: DatabaseDep,
-    cache: CacheDep,
-    market: MarketDataDep,
+    request: Request,
     idempotency_key: Annotated[
         str | None,
         Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
     ] = None,
 ) -> Response:
+    # By type from the registry: 0.1 us, where three typed dependencies cost ~28 us per
+    # request (bench/bench_stack.py).
+    resources = registry(request)
     once = Idempotency(idempotency_key, _answer) if idempotency_key is not None else None
-    outcome = await book_trade(database, cache, market, user_id, order, once)
+    outcome = await book_trade(
+        resources.get(Database),
+        resources.get(Cache),
+        resources.get(MarketData),
+        user_id,
+        order,
+        once,
+    )
     if isinstance(outcome, FirstAnswer):
         return _response(outcome, headers={"Idempotent-Replayed": "true"})
     return _response(_answer(outcome))
