@@ -215,25 +215,37 @@ USER_REINDEX = '''"""Our reindex helper, written against 0.2.0's search package.
 from {package}.search.embed import embedder_for
 from {package}.search.ingest import DocumentIn, Ingestor
 from {package}.search.jobs import embed_documents
+from {package}.search.search import SearchEngine, SearchResult
 
 from .search import vectors
 from .search.models import Document
 
-__all__ = ["Document", "DocumentIn", "Ingestor", "embed_documents", "embedder_for", "vectors"]
+__all__ = [
+    "Document",
+    "DocumentIn",
+    "Ingestor",
+    "SearchEngine",
+    "SearchResult",
+    "embed_documents",
+    "embedder_for",
+    "vectors",
+]
 '''
 
 
 def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
-    template: Template, tmp_path: Path, shared_venv: SharedVenvs
+    template: Template, tmp_path: Path, shared_venv: SharedVenvs, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """0.3.0: graph_rag's search/ package is graph_rag/ (search/jobs.py is embed_job.py,
-    search/ingest.py the package graph_rag/ingest/): a project on 0.2.0 keeps its edit of a
-    moved module, and its imports follow."""
+    """0.3.0: graph_rag's search/ package is graph_rag/ (search/jobs.py is embed_job.py;
+    search/ingest.py and search/search.py the packages graph_rag/ingest/ and
+    graph_rag/search/): a project on 0.2.0 keeps its edit of a moved module, is told how to
+    see its edit of a split one, and its imports follow."""
     assert "0.2.0" in template.versions
     variant = GRAPH_RAG_0_2_0
     project = tmp_path / "project"
     generate(template, project, variant.answers(), "0.2.0")
     package = project / "src" / variant.package_name
+    edit(package / "search" / "graph.py", "CHUNK = 2000\n", "CHUNK = 500  # small statements\n")
     edit(
         package / "search" / "search.py",
         "MAX_QUERY = 500\n",
@@ -243,13 +255,18 @@ def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
     git(project, "add", "--all")
     git(project, "commit", "--quiet", "-m", "user edits")
 
+    capfd.readouterr()
+
     update(project, data=variant.answers(), vcs_ref="HEAD")
 
+    err = capfd.readouterr().err
     assert not unmerged(project), git(project, "diff")
     assert not list((package / "search").glob("*.py")), "search/ kept a module"
-    moved = (package / "graph_rag" / "search.py").read_text()
-    assert "MAX_QUERY = 800  # pasted paragraphs\n" in moved
-    assert "class SearchEngine" in moved
+    moved = (package / "graph_rag" / "graph.py").read_text()
+    assert "CHUNK = 500  # small statements\n" in moved
+    assert "class SqlGraphStore" in moved
+    split = f"src/{variant.package_name}/search/search.py"
+    assert f"git checkout HEAD -- {split}" in err, err  # its edit: in the last commit
     assert (package / "graph_rag" / "embed_job.py").is_file()
     reindex = (package / "reindex.py").read_text()
     for line in (
@@ -258,6 +275,8 @@ def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
         # search/ingest.py is the package graph_rag/ingest/: each name from its module.
         f"from {variant.package_name}.graph_rag.ingest.schemas import DocumentIn",
         f"from {variant.package_name}.graph_rag.ingest.service import Ingestor",
+        f"from {variant.package_name}.graph_rag.search.schemas import SearchResult",
+        f"from {variant.package_name}.graph_rag.search.service import SearchEngine",
         "from .graph_rag import vectors",
         "from .graph_rag.models import Document",
     ):

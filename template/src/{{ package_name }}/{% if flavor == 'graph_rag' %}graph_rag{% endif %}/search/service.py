@@ -1,8 +1,8 @@
 """Hybrid search: vector top-k, expanded through the graph, merged and re-ranked.
 
-The handler (`SearchEngine`) is built once in the lifespan and found by type in the app's
-registry (`registry(request).get(SearchEngine)`); the endpoint's only dependencies are
-authentication and the rate limit: no per-request dependency chain on the hot path.
+`SearchEngine` is built once in the lifespan; the endpoint finds it by type in the app's
+registry, so its only dependencies are authentication and the rate limit: no per-request
+dependency chain on the hot path.
 
 Scores, each in [0, 1], per hit:
 - vector: cosine similarity of the query and the document;
@@ -16,58 +16,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import Counter
-from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
-from ..db import Database
-from ..observability import Metrics
-from ..ratelimit import rate_limit
-from ..resources import registry
-from ..settings import Settings
-from .auth import caller_key
-from .extract import Extractor
-from .graph import GraphStore
-from .models import Document
-from .vectors import IndexNotReadyError, VectorIndex
+from ...db import Database
+from ...observability import Metrics
+from ...settings import Settings
+from ..extract import Extractor
+from ..graph import GraphStore
+from ..vectors import IndexNotReadyError, VectorIndex
+from . import repository
+from .schemas import Hit, ScoreBreakdown, SearchResult
 
 logger = logging.getLogger(__name__)
 
-MAX_QUERY = 500
-MAX_K = 50
-SNIPPET = 240
-DEGRADED_HEADER = "X-Search-Degraded"
 WEIGHTS = {"vector": 0.6, "keyword": 0.25, "graph": 0.15}
 DEGRADED_WEIGHTS = {"vector": 0.0, "keyword": 0.6, "graph": 0.4}
 # Vector candidates fetched per requested hit: the graph re-ranks a wider set than k.
 OVERFETCH = 3
 # A vector hit seeds the graph walk when its similarity is at least this share of the best's.
 SEED_SIMILARITY = 0.75
-
-
-class ScoreBreakdown(BaseModel):
-    vector: float
-    keyword: float
-    graph: float
-
-
-class Hit(BaseModel):
-    document_id: int
-    title: str
-    snippet: str
-    score: float
-    scores: ScoreBreakdown
-    hops: int | None = Field(description="Relations walked from a matched entity; null: none")
-
-
-class SearchResult(BaseModel):
-    query: str
-    degraded: bool = Field(description="True: answered from the graph and keywords only")
-    reason: str | None = Field(description="Why the vector search was skipped")
-    hits: list[Hit]
 
 
 @dataclass(slots=True)
@@ -105,7 +73,8 @@ class SearchEngine:
         )
 
     async def search(self, query: str, k: int) -> SearchResult:
-        """503 when the graph store or the database is down (no answer without the graph)."""
+        """Raises ServiceUnavailableError when the graph store or the database is down: there
+        is no answer without the graph (the vector index alone degrades the answer instead)."""
         async with self._database.translating():
             return await self._search(query, k)
 
@@ -192,50 +161,4 @@ class SearchEngine:
         if not ids:
             return {}
         async with self._database.sessions() as session:
-            result = await session.execute(
-                select(Document.id, Document.title, func.substr(Document.text, 1, SNIPPET)).where(
-                    Document.id.in_(ids)
-                )
-            )
-            return {int(i): (title, snippet) for i, title, snippet in result.all()}
-
-
-router = APIRouter(tags=["search"])
-
-SEARCH_DESCRIPTION = f"""\
-Hybrid search: the vector top-k (FAISS over the stored embeddings), expanded through the
-graph (documents mentioning the query's entities or the entities of the vector hits, up to
-SEARCH_GRAPH_DEPTH relations away, default 2, skipping entities mentioned by more than
-SEARCH_ENTITY_MAX_DOCUMENTS documents, default 200), merged and re-ranked. Each hit carries its
-score breakdown (vector, keyword, graph).
-
-Limits: `q` at most {MAX_QUERY} characters, `k` at most {MAX_K}.
-
-Fallback: when the vector search takes longer than SEARCH_TIMEOUT seconds (default 0.2) or the
-index is still loading, the answer comes from the graph and keywords only, with
-`"degraded": true`, the reason, and the header `{DEGRADED_HEADER}: <reason>`. When the graph
-store is down the answer is 503 with Retry-After."""
-
-
-@router.get(
-    "/search",
-    summary="Hybrid graph + vector search",
-    description=SEARCH_DESCRIPTION,
-    response_model=SearchResult,
-    dependencies=[rate_limit("search", per=caller_key)],
-    responses={
-        401: {"description": "Missing or unknown API key"},
-        503: {"description": "The graph store or the database is unavailable"},
-    },
-)
-async def search(
-    request: Request,
-    response: Response,
-    q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, description="The query")],
-    k: Annotated[int, Query(ge=1, le=MAX_K, description="Hits to return")] = 10,
-) -> SearchResult:
-    engine = registry(request).get(SearchEngine)
-    result = await engine.search(q, k)
-    if result.reason is not None:
-        response.headers[DEGRADED_HEADER] = result.reason
-    return result
+            return await repository.titles_and_snippets(session, ids)

@@ -1,0 +1,56 @@
+"""The search endpoint: HTTP in and out; the ranking is in service.py."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from ...ratelimit import rate_limit
+from ...resources import registry
+from ..auth import caller_key
+from .schemas import MAX_K, MAX_QUERY, SearchResult
+from .service import SearchEngine
+
+DEGRADED_HEADER = "X-Search-Degraded"
+
+router = APIRouter(tags=["search"])
+
+SEARCH_DESCRIPTION = f"""\
+Hybrid search: the vector top-k (FAISS over the stored embeddings), expanded through the
+graph (documents mentioning the query's entities or the entities of the vector hits, up to
+SEARCH_GRAPH_DEPTH relations away, default 2, skipping entities mentioned by more than
+SEARCH_ENTITY_MAX_DOCUMENTS documents, default 200), merged and re-ranked. Each hit carries its
+score breakdown (vector, keyword, graph).
+
+Limits: `q` at most {MAX_QUERY} characters, `k` at most {MAX_K}.
+
+Fallback: when the vector search takes longer than SEARCH_TIMEOUT seconds (default 0.2) or the
+index is still loading, the answer comes from the graph and keywords only, with
+`"degraded": true`, the reason, and the header `{DEGRADED_HEADER}: <reason>`. When the graph
+store is down the answer is 503 with Retry-After."""
+
+
+@router.get(
+    "/search",
+    summary="Hybrid graph + vector search",
+    description=SEARCH_DESCRIPTION,
+    response_model=SearchResult,
+    dependencies=[rate_limit("search", per=caller_key)],
+    responses={
+        401: {"description": "Missing or unknown API key"},
+        503: {"description": "The graph store or the database is unavailable"},
+    },
+)
+async def search(
+    request: Request,
+    response: Response,
+    q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, description="The query")],
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="Hits to return")] = 10,
+) -> SearchResult:
+    # By type from the registry, not a dependency: this is the flavor's hottest route.
+    engine = registry(request).get(SearchEngine)
+    result = await engine.search(q, k)
+    if result.reason is not None:
+        response.headers[DEGRADED_HEADER] = result.reason
+    return result
