@@ -294,21 +294,23 @@ def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
 FINTECH_0_2_0 = next(v for v in V.covering_set() if v.id == "fintech-arq-redis-noscale-py311")
 USER_TRADE_TOOL = '''"""A tool of the user's, written against 0.2.0's fintech/trades.py."""
 
+from {package}.fintech.reports import ReportStatus, build_report
 from {package}.fintech.trades import TradeRequest, lock_portfolio
 
 from .fintech import trades
 from .fintech.trades import TradeView as View, book_trade
 
-TOOLS = (TradeRequest, lock_portfolio, View, book_trade, trades)
+TOOLS = (TradeRequest, lock_portfolio, View, book_trade, trades, ReportStatus, build_report)
 '''
 
 
 def test_fintech_trades_splits_into_a_package_and_imports_follow_each_name(
     template: Template, tmp_path: Path, shared_venv: SharedVenvs, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """0.3.0: fintech/trades.py is the package trades/ (router, schemas, service, repository):
-    a project on 0.2.0 imports each name from the module that now defines it, is told of the
-    import it must change itself, and is told how to get its edit of the old module back."""
+    """0.3.0: fintech/trades.py is the package trades/ (router, schemas, service, repository),
+    as is reports.py: a project on 0.2.0 imports each name from the module that
+    now defines it, is told of the import it must change itself, and is told how to get its
+    edit of the old module back."""
     variant = FINTECH_0_2_0
     project = tmp_path / "project"
     generate(template, project, variant.answers(), "0.2.0")
@@ -335,9 +337,11 @@ def test_fintech_trades_splits_into_a_package_and_imports_follow_each_name(
         "from .fintech.trades.schemas import TradeView as View\n",
         "from .fintech.trades.service import book_trade\n",
         "from .fintech import trades\n",  # named, not rewritten
+        f"from {variant.package_name}.fintech.reports.schemas import ReportStatus\n",
+        f"from {variant.package_name}.fintech.reports.service import build_report\n",
     ):
         assert line in text, text
-    assert f"trade_tool.py:5: imports {trades} as a module" in err, err
+    assert f"trade_tool.py:6: imports {trades} as a module" in err, err
     assert f"git checkout HEAD -- {old}" in err, err  # the edit is in the last commit
     venv = shared_venv(variant.python)
     imported = subprocess.run(

@@ -6,9 +6,12 @@ from fastapi import APIRouter
 
 from ..flavor import Flavor, Foundation
 from ..resources import Service
-from . import market, portfolio, reports, static_data, tokens
+from . import market, portfolio, static_data
 from .auth import caller_key, job_owner
+from .reports.router import router as reports_router
+from .reports.service import REPORT_JOB_KIND
 from .seed import add_seed_command
+from .tokens.router import router as tokens_router
 from .trades.router import router as trades_router
 
 
@@ -22,9 +25,9 @@ def fintech_routers() -> list[APIRouter]:
         market.router,
         portfolio.router,
         trades_router,
-        reports.router,
+        reports_router,
         static_data.router,
-        tokens.router,
+        tokens_router,
     ]
 
 
@@ -34,6 +37,6 @@ FLAVOR = Flavor(
     job_owner=job_owner,
     caller_key=caller_key,
     resources=fintech_resources,
-    jobs=(reports.REPORT_JOB_KIND,),
+    jobs=(REPORT_JOB_KIND,),
     add_commands=add_seed_command,
 )
