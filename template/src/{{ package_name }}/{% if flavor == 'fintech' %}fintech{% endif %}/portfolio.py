@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..cache import Cache, cache_of
+from ..cache import Cache
 from ..db import Database
 from ..deps import settings_of
 from ..ratelimit import rate_limit
 from ..resources import registry
+from ..settings import Settings
 from .auth import OwnUserId, caller_key
 from .market import market_data_of
 from .valuation import Valuation, value_portfolio
@@ -45,6 +46,23 @@ async def load_portfolio(session: AsyncSession, user_id: int, price_version: int
     return PortfolioView(**dict(valuation), price_version=price_version, as_of=datetime.now(UTC))
 
 
+async def read_portfolio(
+    database: Database, cache: Cache, settings: Settings, price_version: int, user_id: int
+) -> PortfolioView:
+    """The user's portfolio at `price_version`: from the cache, or valued and cached."""
+
+    async def load() -> PortfolioView:
+        async with database.session() as session:
+            return await load_portfolio(session, user_id, price_version)
+
+    return await cache.get_or_load(
+        cache_key(user_id, price_version),
+        load,
+        PortfolioView,
+        ttl=settings.portfolio_cache_ttl,
+    )
+
+
 @router.get(
     "/{user_id}/portfolio",
     summary="A user's portfolio",
@@ -59,17 +77,12 @@ async def load_portfolio(session: AsyncSession, user_id: int, price_version: int
     dependencies=[rate_limit("portfolio", per=caller_key)],
 )
 async def get_portfolio(user_id: OwnUserId, request: Request) -> PortfolioView:
-    database = registry(request).get(Database)
-    settings = settings_of(request)
-    version = market_data_of(request).price_version
-
-    async def load() -> PortfolioView:
-        async with database.session() as session:
-            return await load_portfolio(session, user_id, version)
-
-    return await cache_of(request).get_or_load(
-        cache_key(user_id, version),
-        load,
-        PortfolioView,
-        ttl=settings.portfolio_cache_ttl,
+    # By type from the registry, not dependencies: the flavor's hottest authenticated read.
+    resources = registry(request)
+    return await read_portfolio(
+        resources.get(Database),
+        resources.get(Cache),
+        settings_of(request),
+        market_data_of(request).price_version,
+        user_id,
     )
