@@ -34,13 +34,13 @@ from conftest import (
     require_interpreter,
 )
 from copier import run_copy
-from harness.processes import project_env
 from harness.suites import run_suite
 from harness.updates import (
     Template,
     edit,
     generate,
     git,
+    import_error,
     known_at_first,
     recorded_answers,
     unmerged,
@@ -282,13 +282,7 @@ def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
     ):
         assert line in reindex, reindex
     venv = shared_venv(variant.python)
-    imported = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", f"import {variant.package_name}.reindex"],
-        env=project_env(project, venv),
-        capture_output=True,
-        text=True,
-    )
-    assert imported.returncode == 0, imported.stderr
+    assert import_error(project, venv, f"{variant.package_name}.reindex") is None
 
 
 FINTECH_0_2_0 = next(v for v in V.covering_set() if v.id == "fintech-arq-redis-noscale-py311")
@@ -344,13 +338,7 @@ def test_fintech_trades_splits_into_a_package_and_imports_follow_each_name(
     assert f"trade_tool.py:6: imports {trades} as a module" in err, err
     assert f"git checkout HEAD -- {old}" in err, err  # the edit is in the last commit
     venv = shared_venv(variant.python)
-    imported = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", f"import {variant.package_name}.trade_tool"],
-        env=project_env(project, venv),
-        capture_output=True,
-        text=True,
-    )
-    assert imported.returncode == 0, imported.stderr
+    assert import_error(project, venv, f"{variant.package_name}.trade_tool") is None
 
 
 USER_HELPER_TEST = '''"""Our tests of a helper, written against 0.1.0's tests/outage.py."""

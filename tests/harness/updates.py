@@ -16,6 +16,7 @@ from typing import Any
 import variants as V
 import yaml
 from copier import run_copy, run_update
+from harness.processes import project_env
 
 REPO_ROOT = V.REPO_ROOT
 RELEASE_HEADING = re.compile(
@@ -117,3 +118,14 @@ def recorded_answers(project: Path) -> dict[str, Any]:
 def unmerged(project: Path) -> list[str]:
     status = git(project, "status", "--porcelain")
     return [line[3:] for line in status.splitlines() if line.startswith("UU")]
+
+
+def import_error(project: Path, venv: Path, module: str) -> str | None:
+    """Why `module` of the generated project does not import in `venv`; None when it does."""
+    imported = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", f"import {module}"],
+        env=project_env(project, venv),
+        capture_output=True,
+        text=True,
+    )
+    return imported.stderr if imported.returncode else None
