@@ -14,11 +14,14 @@ when the project moves past the version they are listed under in copier.yml:
                             (absolute and relative, each file named); a mention the script
                             cannot rewrite safely (a module name in a string) is named instead.
     split OLD NEWDIR [...]  (stage "after") the template split module OLD into the package
-                            NEWDIR (trades.py -> trades/router.py, schemas.py, ...): the
-                            user's imports of OLD's names are rewritten to the module of the
-                            package that defines each; OLD goes, and `report-deleted` names it
-                            if the user had changed it (no merge can spread one file's edits
-                            over several). An import of OLD as a module is named, not rewritten.
+                            NEWDIR (trades.py -> trades/router.py, schemas.py, ...): each
+                            top-level definition the user changed in OLD is merged (three-way,
+                            base: OLD as the old version rendered it) into the module of NEWDIR
+                            that now defines it, conflicts left inline and unmerged; the user's
+                            imports of OLD's names are rewritten to those modules. OLD goes. A
+                            changed definition with no place in NEWDIR, and edits outside
+                            definitions, are named (`report-deleted` then names OLD too), as is
+                            an import of OLD as a module.
     report-deleted          (every update, after the others) name each file the update
                             deleted that the user had changed (its content in HEAD is not what
                             the old version rendered for the old answers), with the command that
@@ -485,26 +488,125 @@ def defined_names(path: Path) -> list[str]:
     return found
 
 
-def split(pairs: list[str]) -> None:
+def definitions(source: bytes) -> tuple[dict[str, bytes], bytes]:
+    """A module's top-level definitions by name (their lines, decorators and the comments just
+    above included), and what is left: its imports, docstring and other statements."""
+    lines = source.splitlines(keepends=True)
+    found: dict[str, tuple[int, int]] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            name = node.name
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            name = target.id if isinstance(target, ast.Name) else ""
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name = node.target.id
+        else:
+            continue
+        if not name:
+            continue
+        decorators = getattr(node, "decorator_list", [])
+        start = min([node.lineno, *(d.lineno for d in decorators)]) - 1
+        while start > 0 and lines[start - 1].lstrip().startswith(b"#"):
+            start -= 1
+        found[name] = (start, node.end_lineno or node.lineno)
+    taken = {i for start, end in found.values() for i in range(start, end)}
+    rest = b"".join(line for i, line in enumerate(lines) if i not in taken and line.strip())
+    return {name: b"".join(lines[start:end]) for name, (start, end) in found.items()}, rest
+
+
+def merge3(ours: bytes, base: bytes, theirs: bytes) -> tuple[bytes, bool]:
+    """git merge-file of three texts: the result, and whether it has conflicts."""
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = [Path(scratch) / name for name in ("ours", "base", "theirs")]
+        for path, content in zip(paths, (ours, base, theirs), strict=True):
+            path.write_bytes(content)
+        merge = subprocess.run(
+            ["git", "merge-file", "-L", OURS_LABEL, "-L", BASE_LABEL, "-L", THEIRS_LABEL,
+             *map(str, paths)],
+            capture_output=True,
+        )  # fmt: skip
+        if merge.returncode < 0:
+            raise SystemExit(f"migrate: git merge-file failed: {merge.stderr.decode()}")
+        return paths[0].read_bytes(), merge.returncode > 0
+
+
+def carry_edits(old: str, homes: dict[str, str], files: dict[str, str], old_render: Path) -> bool:
+    """Merge each definition the user changed in OLD into its new module (`homes`: name ->
+    module, `files`: module -> path); True when every edit found a place (nothing of OLD is
+    left for the user to carry by hand)."""
+    ours, base_path = committed(old), old_render / old
+    if ours is None or not base_path.is_file() or ours == base_path.read_bytes():
+        return True  # deleted, not generated before, or unchanged: nothing to carry
+    try:
+        mine, mine_rest = definitions(ours)
+        base, base_rest = definitions(base_path.read_bytes())
+    except SyntaxError:
+        say(f"{old}: your version does not parse, so none of its edits were carried")
+        return False
+    everything = True
+    by_module: dict[str, list[str]] = {}
+    for name, text in mine.items():
+        if text == base.get(name):
+            continue
+        home = homes.get(name)
+        if home is None:
+            say(f"{old}: your {name} has no place in the new package: carry it by hand")
+            everything = False
+        else:
+            by_module.setdefault(home, []).append(name)
+    if mine_rest != base_rest:
+        say(f"{old}: your edits outside its definitions (imports, say) were not carried")
+        everything = False
+    for home, names in by_module.items():
+        path = files[home]
+        before = Path(path).read_bytes()
+        result, conflicted = before, False
+        for name in names:
+            theirs = definitions(result)[0][name]
+            merged, clash = merge3(mine[name], base.get(name, b""), theirs)
+            result = result.replace(theirs, merged, 1)
+            conflicted |= clash
+        Path(path).write_bytes(result)
+        if conflicted:
+            mark_unmerged(path, before, result, before)
+            say(f"{path}: your edits of {', '.join(names)} conflict with the template's, "
+                "resolve them there")  # fmt: skip
+        else:
+            say(f"{path}: your edits of {', '.join(names)} carried over from {old}")
+    return everything
+
+
+def split(template: str, version_from: str, pairs: list[str]) -> None:
     if len(pairs) % 2:
         raise SystemExit("migrate: split takes OLD NEWDIR pairs")
     splits: dict[str, dict[str, str]] = {}
     packages: list[str] = []
-    for old, new in zip(pairs[::2], pairs[1::2], strict=True):
-        old_module = module_name(old)
-        if old_module is None or not Path(new, "__init__.py").is_file():
-            continue  # not generated for these answers
-        homes: dict[str, str] = {}
-        for module in sorted(Path(new).glob("*.py")):
-            home = module_name(module.as_posix())
-            if home and module.name != "__init__.py":
-                homes.update(dict.fromkeys(defined_names(module), home))
-        splits[old_module] = homes
-        packages.append(f"{new.rstrip('/')}/")
-        for leftover in (Path(old), Path(f"{old}.rej")):
-            if leftover.exists():  # report-deleted names the user's edits of it
-                leftover.unlink()
-        say(f"{old} is now the package {new}: {', '.join(sorted(set(homes.values())))}")
+    with tempfile.TemporaryDirectory() as scratch:
+        old_render: Path | None = None
+        for old, new in zip(pairs[::2], pairs[1::2], strict=True):
+            old_module = module_name(old)
+            if old_module is None or not Path(new, "__init__.py").is_file():
+                continue  # not generated for these answers
+            homes: dict[str, str] = {}  # name -> the module that defines it now
+            files: dict[str, str] = {}  # module -> its path
+            for module in sorted(Path(new).glob("*.py")):
+                home = module_name(module.as_posix())
+                if home and module.name != "__init__.py":
+                    homes.update(dict.fromkeys(defined_names(module), home))
+                    files[home] = module.as_posix()
+            splits[old_module] = homes
+            packages.append(f"{new.rstrip('/')}/")
+            for leftover in (Path(old), Path(f"{old}.rej")):
+                if leftover.exists():
+                    leftover.unlink()
+            say(f"{old} is now the package {new}: {', '.join(sorted(set(homes.values())))}")
+            if committed(old) is None:
+                continue
+            if old_render is None:
+                old_render = render_old_version(template, version_from, Path(scratch) / "old")
+            if carry_edits(old, homes, files, old_render):
+                record_moved([old])  # its edits moved along: report-deleted stays quiet
     if splits:
         follow_imports({}, splits, skip=tuple(packages))
 
@@ -575,6 +677,8 @@ def main() -> int:
     moves.add_argument("--from-version", required=True, help="the release the project was on")
     moves.add_argument("pairs", nargs="+", metavar="OLD NEW")
     splits = steps.add_parser("split")
+    splits.add_argument("--template", required=True, help="the template source (a git repository)")
+    splits.add_argument("--from-version", required=True, help="the release the project was on")
     splits.add_argument("pairs", nargs="+", metavar="OLD NEWDIR")
     deleted = steps.add_parser("report-deleted")
     deleted.add_argument("--template", required=True, help="the template source (a git repository)")
@@ -586,7 +690,7 @@ def main() -> int:
     elif args.step == "move":
         move(args.template, args.from_version, args.pairs)
     elif args.step == "split":
-        split(args.pairs)
+        split(args.template, args.from_version, args.pairs)
     elif args.step == "report-deleted":
         report_deleted(args.template, args.from_version)
     else:

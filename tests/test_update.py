@@ -238,8 +238,8 @@ def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
 ) -> None:
     """0.3.0: graph_rag's search/ package is graph_rag/ (search/jobs.py is embed_job.py;
     search/ingest.py and search/search.py the packages graph_rag/ingest/ and
-    graph_rag/search/): a project on 0.2.0 keeps its edit of a moved module, is told how to
-    see its edit of a split one, and its imports follow."""
+    graph_rag/search/): a project on 0.2.0 keeps its edits of a moved module and of a split
+    one, and its imports follow."""
     assert "0.2.0" in template.versions
     variant = GRAPH_RAG_0_2_0
     project = tmp_path / "project"
@@ -265,8 +265,10 @@ def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
     moved = (package / "graph_rag" / "graph.py").read_text()
     assert "CHUNK = 500  # small statements\n" in moved
     assert "class SqlGraphStore" in moved
-    split = f"src/{variant.package_name}/search/search.py"
-    assert f"git checkout HEAD -- {split}" in err, err  # its edit: in the last commit
+    # search/search.py is split: its edited constant lives in graph_rag/search/schemas.py now.
+    schemas = (package / "graph_rag" / "search" / "schemas.py").read_text()
+    assert "MAX_QUERY = 800  # pasted paragraphs\n" in schemas
+    assert "search/search.py: to get it back" not in err, err  # every edit found its place
     assert (package / "graph_rag" / "embed_job.py").is_file()
     reindex = (package / "reindex.py").read_text()
     for line in (
@@ -298,19 +300,34 @@ TOOLS = (TradeRequest, lock_portfolio, View, book_trade, trades, ReportStatus, b
 '''
 
 
+HOUSE_RULE = """
+
+def house_rule(quantity: Decimal) -> bool:
+    return quantity <= 1000
+"""
+
+
 def test_fintech_trades_splits_into_a_package_and_imports_follow_each_name(
     template: Template, tmp_path: Path, shared_venv: SharedVenvs, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """0.3.0: fintech/trades.py is the package trades/ (router, schemas, service, repository),
-    as is reports.py: a project on 0.2.0 imports each name from the module that
-    now defines it, is told of the import it must change itself, and is told how to get its
-    edit of the old module back."""
+    as is reports.py: a project on 0.2.0 keeps its edits of the old module's definitions, each
+    in the module that defines it now; imports each name from there; and is told of what it
+    must carry itself (a function of its own, an import of the old module as a whole)."""
     variant = FINTECH_0_2_0
     project = tmp_path / "project"
     generate(template, project, variant.answers(), "0.2.0")
     package = project / "src" / variant.package_name
     old = f"src/{variant.package_name}/fintech/trades.py"
     edit(project / old, 'tags=["trades"])', 'tags=["trades", "orders"])')
+    edit(
+        project / old,
+        "    query = select(Portfolio).where(Portfolio.user_id == user_id)\n",
+        "    # Our auditors read this lock.\n"
+        "    query = select(Portfolio).where(Portfolio.user_id == user_id)\n",
+    )
+    with (project / old).open("a") as trades_module:
+        trades_module.write(HOUSE_RULE)
     tool = package / "trade_tool.py"
     tool.write_text(USER_TRADE_TOOL.format(package=variant.package_name))
     git(project, "add", "--all")
@@ -336,7 +353,13 @@ def test_fintech_trades_splits_into_a_package_and_imports_follow_each_name(
     ):
         assert line in text, text
     assert f"trade_tool.py:6: imports {trades} as a module" in err, err
-    assert f"git checkout HEAD -- {old}" in err, err  # the edit is in the last commit
+    new = package / "fintech" / "trades"
+    assert 'tags=["trades", "orders"])' in (new / "router.py").read_text()
+    repository = (new / "repository.py").read_text()
+    assert "    # Our auditors read this lock.\n    query = select(Portfolio)" in repository
+    assert "house_rule" not in "".join(p.read_text() for p in new.glob("*.py"))
+    assert f"{old}: your house_rule has no place in the new package" in err, err
+    assert f"git checkout HEAD -- {old}" in err, err  # the whole module: in the last commit
     venv = shared_venv(variant.python)
     assert import_error(project, venv, f"{variant.package_name}.trade_tool") is None
 
@@ -639,3 +662,57 @@ def test_a_split_module_s_names_are_imported_from_where_each_is_defined() -> Non
     assert rewrite.apply() == AFTER_THE_SPLIT
     assert sorted(rewrite.as_modules) == [(5, "pkg.trades"), (6, "pkg.trades")]
     assert rewrite.rewritten == {"pkg.trades": "pkg.trades.schemas and pkg.trades.service"}
+
+
+SPLIT_BASE = b'''"""The feature, as the old version rendered it."""
+
+LIMIT = 10
+
+
+def check(amount: int) -> bool:
+    return amount <= LIMIT
+'''
+SPLIT_OURS = SPLIT_BASE.replace(b"LIMIT = 10", b"LIMIT = 20  # ours").replace(
+    b"return amount <= LIMIT", b"return 0 < amount <= LIMIT"
+)
+SPLIT_THEIRS_SCHEMAS = b"LIMIT = 10\n"
+SPLIT_THEIRS_SERVICE = b"""from .schemas import LIMIT
+
+
+def check(amount: int) -> bool:
+    return amount < LIMIT
+"""
+
+
+def test_a_split_module_s_edits_merge_into_each_new_module_or_conflict_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """carry_edits: an edit the template did not touch lands cleanly in its new module; one
+    it also changed is left inline with conflict markers, the file unmerged."""
+    migrate = _migrate_module()
+    project = tmp_path / "project"
+    (project / "src" / "pkg" / "feature").mkdir(parents=True)
+    (project / "src" / "pkg" / "feature.py").write_bytes(SPLIT_OURS)
+    monkeypatch.chdir(project)
+    git(project, "init", "--quiet")
+    git(project, "add", "--all")
+    git(project, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "--quiet", "-m", "x")
+    (project / "src" / "pkg" / "feature.py").unlink()
+    for name, text in (("schemas", SPLIT_THEIRS_SCHEMAS), ("service", SPLIT_THEIRS_SERVICE)):
+        (project / "src" / "pkg" / "feature" / f"{name}.py").write_bytes(text)
+    old_render = tmp_path / "old"
+    (old_render / "src" / "pkg").mkdir(parents=True)
+    (old_render / "src" / "pkg" / "feature.py").write_bytes(SPLIT_BASE)
+    homes = {"LIMIT": "pkg.feature.schemas", "check": "pkg.feature.service"}
+    files = {module: f"src/{module.replace('.', '/')}.py" for module in set(homes.values())}
+
+    assert migrate.carry_edits("src/pkg/feature.py", homes, files, old_render)
+
+    assert (project / files["pkg.feature.schemas"]).read_bytes() == b"LIMIT = 20  # ours\n"
+    service = (project / files["pkg.feature.service"]).read_text()
+    assert "<<<<<<< before updating\n    return 0 < amount <= LIMIT\n" in service, service
+    assert "\n    return amount < LIMIT\n>>>>>>> after updating\n" in service, service
+    assert "src/pkg/feature/service.py" in git(project, "diff", "--name-only", "--diff-filter=U")
+    err = capfd.readouterr().err
+    assert "src/pkg/feature/schemas.py: your edits of LIMIT carried over" in err, err
+    assert "src/pkg/feature/service.py: your edits of check conflict" in err, err
