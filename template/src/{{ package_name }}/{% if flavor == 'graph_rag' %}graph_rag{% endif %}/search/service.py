@@ -60,8 +60,8 @@ class SearchEngine:
     ) -> None:
         self._database = database
         self.vectors = vectors
-        self._graph = graph
-        self._extractor = extractor
+        self.graph = graph
+        self.extractor = extractor
         self.timeout = settings.search_timeout
         self.depth = settings.search_graph_depth
         self.max_documents = settings.search_entity_max_documents
@@ -79,7 +79,7 @@ class SearchEngine:
             return await self._search(query, k)
 
     async def _search(self, query: str, k: int) -> SearchResult:
-        keys = self._extractor.query_keys(query)
+        keys = self.extractor.query_keys(query)
         vector_hits, reason = await self._vector_search(query, k * OVERFETCH)
         # Only close vector hits seed the graph walk: a weak one (a few shared words, or a
         # hashing collision) would pull its whole neighbourhood into the answer.
@@ -91,8 +91,8 @@ class SearchEngine:
         ]
         limit = k * OVERFETCH * 4
         mentions, reached = await asyncio.gather(
-            self._graph.mentions(keys, limit),
-            self._graph.expand(keys, seed_documents, self.depth, limit, self.max_documents),
+            self.graph.mentions(keys, limit),
+            self.graph.expand(keys, seed_documents, self.depth, limit, self.max_documents),
         )
 
         candidates: dict[int, _Candidate] = {}
