@@ -1,0 +1,49 @@
+"""The documents endpoints: HTTP in and out; the work is in service.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from ...db import SessionDep
+from ...ratelimit import rate_limit
+from ..auth import Owner, caller_key
+from .schemas import DocumentPage, DocumentView
+from .service import list_documents, read_document
+
+router = APIRouter(prefix="/documents", tags=["documents"])
+
+_UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or unknown API key"}
+}
+
+
+@router.get(
+    "",
+    summary="Your documents, newest first, a page at a time",
+    description="Only the documents stored with your API key. `tag` keeps those carrying it; "
+    "`next_cursor`, passed back as `cursor`, gives the next page.",
+    responses=_UNAUTHORIZED,
+    dependencies=[rate_limit("documents", per=caller_key)],
+)
+async def get_documents(
+    owner: Owner,
+    session: SessionDep,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> DocumentPage:
+    return await list_documents(session, owner, cursor, tag, limit)
+
+
+@router.get(
+    "/{document_id}",
+    summary="One of your documents, with its text",
+    responses={**_UNAUTHORIZED, 404: {"description": "None of your documents has this id"}},
+    dependencies=[rate_limit("documents", per=caller_key)],
+)
+async def get_document(
+    document_id: Annotated[int, Path(ge=1, le=2**63 - 1)], owner: Owner, session: SessionDep
+) -> DocumentView:
+    return await read_document(session, owner, document_id)
