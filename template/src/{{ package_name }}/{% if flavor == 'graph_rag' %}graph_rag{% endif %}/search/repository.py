@@ -1,26 +1,55 @@
-"""The rows a search answer shows: each hit's title and the start of its text."""
+"""The rows a search answer shows (title, the start of the text, tags, metadata), and the
+tag filter over its candidates."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..documents.repository import has_tag
 from ..models import Document
 
 SNIPPET = 240
 
 
-async def titles_and_snippets(
-    session: AsyncSession, ids: Collection[int]
-) -> dict[int, tuple[str, str]]:
-    """document id -> (title, the first SNIPPET characters of its text), for those that exist."""
+@dataclass(frozen=True, slots=True)
+class Shown:
+    title: str
+    snippet: str
+    tags: list[str]
+    metadata: dict[str, Any]
+
+
+async def shown(session: AsyncSession, ids: Collection[int]) -> dict[int, Shown]:
+    """document id -> what its hit shows (the first SNIPPET characters of its text), for
+    those that exist."""
     if not ids:
         return {}
     result = await session.execute(
-        select(Document.id, Document.title, func.substr(Document.text, 1, SNIPPET)).where(
-            Document.id.in_(ids)
-        )
+        select(
+            Document.id,
+            Document.title,
+            func.substr(Document.text, 1, SNIPPET),
+            Document.tags,
+            Document.meta,
+        ).where(Document.id.in_(ids))
     )
-    return {int(i): (title, snippet) for i, title, snippet in result.all()}
+    return {
+        int(i): Shown(title, snippet, list(tags or []), dict(meta or {}))
+        for i, title, snippet, tags, meta in result.all()
+    }
+
+
+async def tagged(session: AsyncSession, ids: Collection[int], tag: str) -> set[int]:
+    """Those of `ids` whose document carries `tag`."""
+    if not ids:
+        return set()
+    dialect = session.get_bind().dialect.name
+    rows = await session.scalars(
+        select(Document.id).where(Document.id.in_(ids), has_tag(tag, dialect))
+    )
+    return set(rows.all())

@@ -23,7 +23,9 @@ SEARCH_GRAPH_DEPTH relations away, default 2, skipping entities mentioned by mor
 SEARCH_ENTITY_MAX_DOCUMENTS documents, default 200), merged and re-ranked. Each hit carries its
 score breakdown (vector, keyword, graph).
 
-Limits: `q` at most {MAX_QUERY} characters, `k` at most {MAX_K}.
+Limits: `q` at most {MAX_QUERY} characters, `k` at most {MAX_K}. `tag` keeps the documents
+carrying it, among those the signals found (so fewer than `k` may come back). Each hit shows
+its document's tags and metadata.
 
 Fallback: when the vector search takes longer than SEARCH_TIMEOUT seconds (default 0.2) or the
 index is still loading, the answer comes from the graph and keywords only, with
@@ -47,10 +49,14 @@ async def search(
     response: Response,
     q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, description="The query")],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Hits to return")] = 10,
+    tag: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="Only documents carrying this tag"),
+    ] = None,
 ) -> SearchResult:
     # By type from the registry, not a dependency: this is the flavor's hottest route.
     engine = registry(request).get(SearchEngine)
-    result = await engine.search(q, k)
+    result = await engine.search(q, k, tag)
     if result.reason is not None:
         response.headers[DEGRADED_HEADER] = result.reason
     return result

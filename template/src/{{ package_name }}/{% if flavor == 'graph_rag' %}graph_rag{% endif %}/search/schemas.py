@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 MAX_QUERY = 500
@@ -21,6 +23,8 @@ class Hit(BaseModel):
     score: float
     scores: ScoreBreakdown
     hops: int | None = Field(description="Relations walked from a matched entity; null: none")
+    tags: list[str]
+    metadata: dict[str, Any]
 
 
 class SearchResult(BaseModel):

@@ -72,13 +72,14 @@ class SearchEngine:
             registry=metrics.registry,
         )
 
-    async def search(self, query: str, k: int) -> SearchResult:
-        """Raises ServiceUnavailableError when the graph store or the database is down: there
-        is no answer without the graph (the vector index alone degrades the answer instead)."""
+    async def search(self, query: str, k: int, tag: str | None = None) -> SearchResult:
+        """The k best documents for `query` (only those carrying `tag`, when given). Raises
+        ServiceUnavailableError when the graph store or the database is down: there is no
+        answer without the graph (the vector index alone degrades the answer instead)."""
         async with self._database.translating():
-            return await self._search(query, k)
+            return await self._search(query, k, tag)
 
-    async def _search(self, query: str, k: int) -> SearchResult:
+    async def _search(self, query: str, k: int, tag: str | None) -> SearchResult:
         keys = self.extractor.query_keys(query)
         vector_hits, reason = await self._vector_search(query, k * OVERFETCH)
         # Only close vector hits seed the graph walk: a weak one (a few shared words, or a
@@ -108,6 +109,11 @@ class SearchEngine:
             candidate = candidates.setdefault(document_id, _Candidate())
             candidate.graph, candidate.hops = 1.0 / (1 + hops), hops
 
+        if tag is not None:  # among the candidates the signals found
+            async with self._database.sessions() as session:
+                keep = await repository.tagged(session, candidates, tag)
+            candidates = {i: c for i, c in candidates.items() if i in keep}
+
         weights = DEGRADED_WEIGHTS if reason else WEIGHTS
         ranked = sorted(
             candidates.items(),
@@ -117,8 +123,10 @@ class SearchEngine:
         hits = [
             Hit(
                 document_id=document_id,
-                title=documents[document_id][0],
-                snippet=documents[document_id][1],
+                title=documents[document_id].title,
+                snippet=documents[document_id].snippet,
+                tags=documents[document_id].tags,
+                metadata=documents[document_id].metadata,
                 score=round(self._total(candidate, weights), 6),
                 scores=ScoreBreakdown(
                     vector=round(candidate.vector, 6),
@@ -157,8 +165,8 @@ class SearchEngine:
             + weights["graph"] * candidate.graph
         )
 
-    async def _documents(self, ids: list[int]) -> dict[int, tuple[str, str]]:
+    async def _documents(self, ids: list[int]) -> dict[int, repository.Shown]:
         if not ids:
             return {}
         async with self._database.sessions() as session:
-            return await repository.titles_and_snippets(session, ids)
+            return await repository.shown(session, ids)
