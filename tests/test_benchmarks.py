@@ -16,7 +16,7 @@ import variants as V
 from conftest import Renderer, SharedVenvs
 from harness.processes import project_env, run, tail
 
-GRAPH_RAG = next(v for v in V.covering_set() if v.flavor == "graph_rag")
+GRAPH_RAG = next(v for v in V.covering_set() if v.flavor.startswith("graph_rag"))
 CONFIGURATIONS = ("hybrid", "vector", "keyword", "graph", "bm25")
 ANSWERED = ("single", "paraphrase", "multihop", "natural", "all")
 ROW = re.compile(
