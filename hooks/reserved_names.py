@@ -36,6 +36,7 @@ IMPORT_NAMES = {
     "pyyaml": ["yaml"],
     "fastapi": ["fastapi", "starlette"],
     "celery": ["celery", "kombu"],
+    "pytrec-eval-terrier": ["pytrec_eval"],
 }
 # Type stubs, tools and the build backend: nothing the project imports by that name.
 NOT_MODULES = re.compile(r"^types-|-types$|^ruff$")
