@@ -11,9 +11,10 @@ middleware (see middleware.py).
 from __future__ import annotations
 
 import math
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, field_validator
 from pydantic_core import PydanticCustomError
 
 NUL = "\x00"
@@ -66,3 +67,12 @@ class RequestModel(BaseModel):
     @classmethod
     def _storable(cls, value: Any) -> Any:
         return check_storable(value)
+
+
+def _assume_utc(moment: datetime) -> datetime:
+    # SQLite gives back naive datetimes; every one the service stores is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+#: A datetime an answer shows with its UTC offset, also when SQLite read it back naive.
+UtcDatetime = Annotated[datetime, AfterValidator(_assume_utc)]

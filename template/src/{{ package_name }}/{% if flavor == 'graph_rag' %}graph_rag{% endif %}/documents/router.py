@@ -14,6 +14,8 @@ from .service import list_documents, read_document
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in every database
+
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or unknown API key"}
 }
@@ -30,7 +32,7 @@ _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
 async def get_documents(
     owner: Owner,
     session: SessionDep,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     tag: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> DocumentPage:
@@ -44,6 +46,6 @@ async def get_documents(
     dependencies=[rate_limit("documents", per=caller_key)],
 )
 async def get_document(
-    document_id: Annotated[int, Path(ge=1, le=2**63 - 1)], owner: Owner, session: SessionDep
+    document_id: Annotated[int, Path(ge=1, le=MAX_ID)], owner: Owner, session: SessionDep
 ) -> DocumentView:
     return await read_document(session, owner, document_id)

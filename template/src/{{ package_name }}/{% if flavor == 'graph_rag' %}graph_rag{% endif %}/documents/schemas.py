@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from ...schemas import UtcDatetime
 
 
 class DocumentSummary(BaseModel):
@@ -14,7 +15,7 @@ class DocumentSummary(BaseModel):
     tags: list[str]
     metadata: dict[str, Any]
     external_id: str | None
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class DocumentView(DocumentSummary):
@@ -23,6 +24,6 @@ class DocumentView(DocumentSummary):
 
 class DocumentPage(BaseModel):
     documents: list[DocumentSummary] = Field(description="Newest first.")
-    next_cursor: str | None = Field(
+    next_cursor: int | None = Field(
         description="Pass it as `cursor` for the next page; null on the last page."
     )
