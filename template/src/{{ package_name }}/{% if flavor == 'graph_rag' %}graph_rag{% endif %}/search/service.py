@@ -26,12 +26,10 @@ from ..extract import Extractor
 from ..graph import GraphStore
 from ..vectors import IndexNotReadyError, VectorIndex
 from . import repository
-from .schemas import Hit, ScoreBreakdown, SearchResult
+from .schemas import DEGRADED_WEIGHTS, WEIGHTS, Hit, ScoreBreakdown, SearchResult
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS = {"vector": 0.6, "keyword": 0.25, "graph": 0.15}
-DEGRADED_WEIGHTS = {"vector": 0.0, "keyword": 0.6, "graph": 0.4}
 # Vector candidates fetched per requested hit: the graph re-ranks a wider set than k.
 OVERFETCH = 3
 # A vector hit seeds the graph walk when its similarity is at least this share of the best's.
