@@ -7,7 +7,10 @@ hybrid-over-best-signal ratios. Its figures are judged by people reading them, n
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,3 +49,32 @@ def test_the_relevance_benchmark_prints_every_configuration_and_class(
     assert len(re.findall(r"noanswer\s+no hit \d+%", text)) == len(CONFIGURATIONS), text
     assert re.search(r"hybrid / best single signal \(\w+\) on nDCG@10, all: [\d.]+", text), text
     assert re.search(r"on nDCG@10, multihop: [\d.]+", text), text
+
+
+def test_the_relevance_corpus_reaches_its_largest_size_with_names_never_reused() -> None:
+    """generate() at 100,000 documents: it once ran out of made-up names there and looped."""
+    path = V.REPO_ROOT / "template" / "bench"
+    path /= "{% if flavor == 'graph_rag' %}relevance_corpus.py{% endif %}"
+    # The template's name for it does not end in .py: give the loader explicitly.
+    loader = importlib.machinery.SourceFileLoader("relevance_corpus", str(path))
+    spec = importlib.util.spec_from_loader("relevance_corpus", loader)
+    assert spec is not None
+    assert spec.loader is not None
+    corpus_module = importlib.util.module_from_spec(spec)
+    sys.modules["relevance_corpus"] = corpus_module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(corpus_module)
+        corpus = corpus_module.generate(100_000, queries_per_class=5)
+    finally:
+        del sys.modules["relevance_corpus"]
+    assert 99_000 <= len(corpus.documents) <= 100_000
+    assert len({d.key for d in corpus.documents}) == len(corpus.documents)
+    # Every story's names are its own: no two fact documents share a title (a person).
+    facts = [d.title for d in corpus.documents if d.key.endswith("-f")]
+    assert len(set(facts)) == len(facts)
+    kinds = [q.kind for q in corpus.queries]
+    assert {kind: kinds.count(kind) for kind in ("single", "multihop", "noanswer")} == {
+        "single": 5,
+        "multihop": 5,
+        "noanswer": 7,  # five generated, two hand-written
+    }
