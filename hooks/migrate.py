@@ -114,6 +114,22 @@ def mark_unmerged(path: str, base: bytes, ours: bytes, theirs: bytes) -> None:
     git("update-index", "--index-info", stdin="".join(entries).encode())
 
 
+def merge3(ours: bytes, base: bytes, theirs: bytes, path: str) -> tuple[bytes, bool]:
+    """git merge-file of three texts: the result, and whether it has conflicts."""
+    with tempfile.TemporaryDirectory() as scratch:
+        files = [Path(scratch) / name for name in ("ours", "base", "theirs")]
+        for file, content in zip(files, (ours, base, theirs), strict=True):
+            file.write_bytes(content)
+        merge = subprocess.run(
+            ["git", "merge-file", "-L", OURS_LABEL, "-L", BASE_LABEL, "-L", THEIRS_LABEL,
+             *map(str, files)],
+            capture_output=True,
+        )  # fmt: skip
+        if merge.returncode < 0:
+            raise SystemExit(f"migrate: git merge-file failed on {path}: {merge.stderr.decode()}")
+        return files[0].read_bytes(), merge.returncode > 0
+
+
 def move_one(old: str, new: str, old_render: Path) -> bool:
     """Move one file; True when NEW now holds it (so imports of OLD should follow)."""
     base_path = old_render / old
@@ -138,20 +154,9 @@ def move_one(old: str, new: str, old_render: Path) -> bool:
         say(f"{old} moved to {new}")
         return True
     theirs = target.read_bytes()
-    with tempfile.TemporaryDirectory() as scratch:
-        ours_file, base_file, theirs_file = (Path(scratch) / n for n in ("ours", "base", "theirs"))
-        ours_file.write_bytes(ours)
-        base_file.write_bytes(base)
-        theirs_file.write_bytes(theirs)
-        merge = subprocess.run(
-            ["git", "merge-file", "-L", OURS_LABEL, "-L", BASE_LABEL, "-L", THEIRS_LABEL,
-             str(ours_file), str(base_file), str(theirs_file)],
-            capture_output=True,
-        )  # fmt: skip
-        if merge.returncode < 0:
-            raise SystemExit(f"migrate: git merge-file failed on {new}: {merge.stderr.decode()}")
-        target.write_bytes(ours_file.read_bytes())
-    if merge.returncode > 0:
+    merged, conflicted = merge3(ours, base, theirs, new)
+    target.write_bytes(merged)
+    if conflicted:
         mark_unmerged(new, base, ours, theirs)
         say(f"{old} moved to {new}: your edits conflict with the template's, resolve them there")
     else:
@@ -475,19 +480,6 @@ def move(template: str, version_from: str, pairs: list[str]) -> None:
 
 
 # --- split ------------------------------------------------------------------------------
-def defined_names(path: Path) -> list[str]:
-    """The names a module defines at its top level (not those it imports)."""
-    found: list[str] = []
-    for node in ast.parse(path.read_bytes(), filename=str(path)).body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            found.append(node.name)
-        elif isinstance(node, ast.Assign):
-            found += [target.id for target in node.targets if isinstance(target, ast.Name)]
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            found.append(node.target.id)
-    return found
-
-
 def definitions(source: bytes) -> tuple[dict[str, bytes], bytes]:
     """A module's top-level definitions by name (their lines, decorators and the comments just
     above included), and what is left: its imports, docstring and other statements."""
@@ -513,22 +505,6 @@ def definitions(source: bytes) -> tuple[dict[str, bytes], bytes]:
     taken = {i for start, end in found.values() for i in range(start, end)}
     rest = b"".join(line for i, line in enumerate(lines) if i not in taken and line.strip())
     return {name: b"".join(lines[start:end]) for name, (start, end) in found.items()}, rest
-
-
-def merge3(ours: bytes, base: bytes, theirs: bytes) -> tuple[bytes, bool]:
-    """git merge-file of three texts: the result, and whether it has conflicts."""
-    with tempfile.TemporaryDirectory() as scratch:
-        paths = [Path(scratch) / name for name in ("ours", "base", "theirs")]
-        for path, content in zip(paths, (ours, base, theirs), strict=True):
-            path.write_bytes(content)
-        merge = subprocess.run(
-            ["git", "merge-file", "-L", OURS_LABEL, "-L", BASE_LABEL, "-L", THEIRS_LABEL,
-             *map(str, paths)],
-            capture_output=True,
-        )  # fmt: skip
-        if merge.returncode < 0:
-            raise SystemExit(f"migrate: git merge-file failed: {merge.stderr.decode()}")
-        return paths[0].read_bytes(), merge.returncode > 0
 
 
 def carry_edits(old: str, homes: dict[str, str], files: dict[str, str], old_render: Path) -> bool:
@@ -564,7 +540,7 @@ def carry_edits(old: str, homes: dict[str, str], files: dict[str, str], old_rend
         result, conflicted = before, False
         for name in names:
             theirs = definitions(result)[0][name]
-            merged, clash = merge3(mine[name], base.get(name, b""), theirs)
+            merged, clash = merge3(mine[name], base.get(name, b""), theirs, path)
             result = result.replace(theirs, merged, 1)
             conflicted |= clash
         Path(path).write_bytes(result)
@@ -593,7 +569,7 @@ def split(template: str, version_from: str, pairs: list[str]) -> None:
             for module in sorted(Path(new).glob("*.py")):
                 home = module_name(module.as_posix())
                 if home and module.name != "__init__.py":
-                    homes.update(dict.fromkeys(defined_names(module), home))
+                    homes.update(dict.fromkeys(definitions(module.read_bytes())[0], home))
                     files[home] = module.as_posix()
             splits[old_module] = homes
             packages.append(f"{new.rstrip('/')}/")

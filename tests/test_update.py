@@ -37,6 +37,7 @@ from copier import run_copy
 from harness.suites import run_suite
 from harness.updates import (
     Template,
+    commit_all,
     edit,
     generate,
     git,
@@ -103,8 +104,7 @@ def test_update_from_the_first_release_keeps_edits_and_brings_changes(
         "class Quote(BaseModel):\n    # Prices as the exchange sends them.\n"
     ))  # fmt: skip
     (project / "compose.yaml").unlink()
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "-m", "user edits")
+    commit_all(project, "user edits")
 
     update(project, data=answers, vcs_ref="HEAD")
 
@@ -150,8 +150,7 @@ def test_renamed_answer_keeps_its_value(template: Template, tmp_path: Path) -> N
     run_copy(str(template.root), project, data=answers, vcs_ref=template.first, defaults=True,
              unsafe=True, quiet=True, skip_tasks=True)  # fmt: skip
     git(project, "init", "--quiet")
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "-m", "generated")
+    commit_all(project, "generated")
     assert recorded_answers(project)["uv_lock"] is True
 
     update(project, vcs_ref="HEAD")
@@ -252,8 +251,7 @@ def test_graph_rag_moves_to_its_own_package_with_the_users_edits(
         "MAX_QUERY = 800  # pasted paragraphs\n",
     )
     (package / "reindex.py").write_text(USER_REINDEX.format(package=variant.package_name))
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "-m", "user edits")
+    commit_all(project, "user edits")
 
     capfd.readouterr()
 
@@ -330,8 +328,7 @@ def test_fintech_trades_splits_into_a_package_and_imports_follow_each_name(
         trades_module.write(HOUSE_RULE)
     tool = package / "trade_tool.py"
     tool.write_text(USER_TRADE_TOOL.format(package=variant.package_name))
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "-m", "user edits")
+    commit_all(project, "user edits")
     capfd.readouterr()
 
     update(project, data=variant.answers(), vcs_ref="HEAD")
@@ -396,8 +393,7 @@ def test_moved_modules_are_imported_from_their_new_place(
     mine = project / "tests" / "test_our_helpers.py"
     mine.write_text(USER_HELPER_TEST)
     (project / "tests" / "by_name.py").write_text(STRING_IMPORT)
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "-m", "user tests")
+    commit_all(project, "user tests")
     capfd.readouterr()
 
     update(project, data=VARIANT.answers(), vcs_ref="HEAD")
@@ -695,8 +691,7 @@ def test_a_split_module_s_edits_merge_into_each_new_module_or_conflict_there(
     (project / "src" / "pkg" / "feature.py").write_bytes(SPLIT_OURS)
     monkeypatch.chdir(project)
     git(project, "init", "--quiet")
-    git(project, "add", "--all")
-    git(project, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "--quiet", "-m", "x")
+    commit_all(project, "the old module")
     (project / "src" / "pkg" / "feature.py").unlink()
     for name, text in (("schemas", SPLIT_THEIRS_SCHEMAS), ("service", SPLIT_THEIRS_SERVICE)):
         (project / "src" / "pkg" / "feature" / f"{name}.py").write_bytes(text)

@@ -30,7 +30,7 @@ import variants as V
 import yaml
 from conftest import REPO_ROOT, Renderer, uv_bin
 from harness.processes import tail
-from harness.updates import Template, edit, generate, git, unmerged, update
+from harness.updates import Template, commit_all, edit, generate, git, unmerged, update
 
 #: The variant whose files are edited (graph_rag: its README ends with the Search section).
 VARIANT = next(v for v in V.covering_set() if v.python == "3.11")
@@ -133,8 +133,7 @@ def test_what_users_append_and_add_merges_with_the_next_release(
         cwd=project, check=True, capture_output=True,
     )  # fmt: skip
     (package / "extensions.py").write_text(USER_ROUTER)
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "-m", "user additions")
+    commit_all(project, "user additions")
 
     release_changing_the_extended_files(template, "99.0.0")
     update(project, data=answers, vcs_ref="99.0.0")

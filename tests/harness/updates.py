@@ -35,6 +35,12 @@ def git(cwd: Path, *args: str) -> str:
     return result.stdout
 
 
+def commit_all(project: Path, message: str) -> None:
+    """Commit everything in the project's work tree (an update needs a clean one)."""
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", message)
+
+
 def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"

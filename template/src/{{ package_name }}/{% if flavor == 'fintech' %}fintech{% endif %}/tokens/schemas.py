@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...schemas import JSON_INTEGER, RequestModel
+from ...schemas import JSON_INTEGER, RequestModel, UtcDatetime
 from ..models import ApiToken
 
 
@@ -23,25 +22,20 @@ class TokenRequest(RequestModel):
 class TokenView(BaseModel):
     id: str
     label: str
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
+    revoked_at: UtcDatetime | None
 
     @classmethod
     def of(cls, token: ApiToken) -> TokenView:
         return cls(
             id=token.digest.hex(),
             label=token.label,
-            created_at=_utc(token.created_at),
-            expires_at=_utc(token.expires_at),
-            revoked_at=None if token.revoked_at is None else _utc(token.revoked_at),
+            created_at=token.created_at,
+            expires_at=token.expires_at,
+            revoked_at=token.revoked_at,
         )
 
 
 class IssuedToken(TokenView):
     token: str = Field(description="The token itself: shown only in this answer.")
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite gives back naive datetimes; every one stored here is UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

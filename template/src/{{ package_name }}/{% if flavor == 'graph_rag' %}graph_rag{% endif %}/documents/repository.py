@@ -23,15 +23,15 @@ async def owned_documents(
     if before_id is not None:
         query = query.where(Document.id < before_id)
     if tag is not None:
-        query = query.where(has_tag(tag, session.get_bind().dialect.name))
+        query = query.where(_has_tag(tag, session.get_bind().dialect.name))
     rows = await session.scalars(query.order_by(Document.id.desc()).limit(limit))
     return list(rows)
 
 
-def has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
+def _has_tag(tag: str, dialect: str) -> ColumnElement[bool]:
     """Whether a document carries `tag`. Tags are a JSON array: PostgreSQL tests containment
-    on it as jsonb, SQLite looks through json_each; no index serves it, so it is a filter on
-    rows another condition selects (an owner's, a search's candidates)."""
+    on it as jsonb, SQLite looks through json_each; no index serves it, so it filters the
+    rows the owner condition selects."""
     if dialect == "postgresql":
         return cast(Document.tags, JSONB).contains([tag])
     values = func.json_each(Document.tags).table_valued("value")

@@ -1,5 +1,4 @@
-"""The rows a search answer shows (title, the start of the text, tags, metadata), and the
-tag filter over its candidates."""
+"""The rows a search answer shows: title, the start of the text, tags and metadata."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..documents.repository import has_tag
 from ..models import Document
 
 SNIPPET = 240
@@ -42,14 +40,3 @@ async def shown(session: AsyncSession, ids: Collection[int]) -> dict[int, Shown]
         int(i): Shown(title, snippet, list(tags or []), dict(meta or {}))
         for i, title, snippet, tags, meta in result.all()
     }
-
-
-async def tagged(session: AsyncSession, ids: Collection[int], tag: str) -> set[int]:
-    """Those of `ids` whose document carries `tag`."""
-    if not ids:
-        return set()
-    dialect = session.get_bind().dialect.name
-    rows = await session.scalars(
-        select(Document.id).where(Document.id.in_(ids), has_tag(tag, dialect))
-    )
-    return set(rows.all())

@@ -7,8 +7,8 @@ dependency chain on the hot path.
 Scores, each in [0, 1], per hit:
 - vector: cosine similarity of the query and the document;
 - keyword: share of the query's words the entities the document mentions cover (capped at 1);
-- graph: 1 / (1 + hops) from the query's entities or the vector hits' entities.
-The total weighs them 0.6 / 0.25 / 0.15 (0 / 0.6 / 0.4 when the answer is degraded).
+- graph: 1 / (1 + hops) from the entities the query names.
+The total weighs them by `schemas.WEIGHTS` (`DEGRADED_WEIGHTS` when the answer is degraded).
 """
 
 from __future__ import annotations
@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 # Vector candidates fetched per requested hit: the graph re-ranks a wider set than k.
 OVERFETCH = 3
-# A vector hit seeds the graph walk when its similarity is at least this share of the best's.
-SEED_SIMILARITY = 0.75
 
 
 @dataclass(slots=True)
@@ -80,44 +78,38 @@ class SearchEngine:
     async def _search(self, query: str, k: int, tag: str | None) -> SearchResult:
         keys = self.extractor.query_keys(query)
         vector_hits, reason = await self._vector_search(query, k * OVERFETCH)
-        # Only close vector hits seed the graph walk: a weak one (a few shared words, or a
-        # hashing collision) would pull its whole neighbourhood into the answer.
-        best = vector_hits[0][1] if vector_hits else 0.0
-        seed_documents = [
-            document_id
-            for document_id, similarity in vector_hits[:k]
-            if similarity > 0 and similarity >= SEED_SIMILARITY * best
-        ]
+        # The graph walks from the entities the query names, and only those: seeded from the
+        # vector hits' entities too, it gave documents that share nothing with the query a
+        # graph score (and measured worse on every class of bench/bench_relevance.py).
         limit = k * OVERFETCH * 4
-        mentions, reached = await asyncio.gather(
-            self.graph.mentions(keys, limit),
-            self.graph.expand(keys, seed_documents, self.depth, limit, self.max_documents),
+        keyword, reached = await asyncio.gather(
+            self.keyword_signal(keys, limit), self.graph_signal(keys, limit)
         )
 
         candidates: dict[int, _Candidate] = {}
         for document_id, similarity in vector_hits:
             if similarity > 0:
                 candidates.setdefault(document_id, _Candidate()).vector = similarity
-        # A document naming the whole query as one entity ("Grace Hopper") covers every word,
-        # as much as one naming each word apart; overlapping keys cannot push it past 1.
-        words = sum(1 for key in keys if " " not in key) or 1
-        for document_id, matched in mentions.items():
-            candidates.setdefault(document_id, _Candidate()).keyword = min(1.0, matched / words)
+        for document_id, share in keyword.items():
+            candidates.setdefault(document_id, _Candidate()).keyword = share
         for document_id, hops in reached.items():
             candidate = candidates.setdefault(document_id, _Candidate())
             candidate.graph, candidate.hops = 1.0 / (1 + hops), hops
 
-        if tag is not None:  # among the candidates the signals found
-            async with self._database.sessions() as session:
-                keep = await repository.tagged(session, candidates, tag)
-            candidates = {i: c for i, c in candidates.items() if i in keep}
+        documents: dict[int, repository.Shown] | None = None
+        if tag is not None:  # among the candidates the signals found, read once for both
+            documents = await self._documents(list(candidates))
+            candidates = {
+                i: c for i, c in candidates.items() if i in documents and tag in documents[i].tags
+            }
 
         weights = DEGRADED_WEIGHTS if reason else WEIGHTS
         ranked = sorted(
             candidates.items(),
             key=lambda item: (-self._total(item[1], weights), item[0]),
         )[:k]
-        documents = await self._documents([document_id for document_id, _ in ranked])
+        if documents is None:
+            documents = await self._documents([document_id for document_id, _ in ranked])
         hits = [
             Hit(
                 document_id=document_id,
@@ -137,6 +129,19 @@ class SearchEngine:
             if document_id in documents  # stores may briefly disagree after a failed write
         ]
         return SearchResult(query=query, degraded=reason is not None, reason=reason, hits=hits)
+
+    async def keyword_signal(self, keys: list[str], limit: int) -> dict[int, float]:
+        """Documents naming the query's entities -> the share of the query's words those
+        entities cover. A document naming the whole query as one entity ("Grace Hopper")
+        covers every word, as much as one naming each word apart; overlapping keys cannot
+        push it past 1."""
+        words = sum(1 for key in keys if " " not in key) or 1
+        matched = await self.graph.mentions(keys, limit)
+        return {document_id: min(1.0, count / words) for document_id, count in matched.items()}
+
+    async def graph_signal(self, keys: list[str], limit: int) -> dict[int, int]:
+        """Documents the graph walk reaches from the query's entities -> hops."""
+        return await self.graph.expand(keys, [], self.depth, limit, self.max_documents)
 
     async def _vector_search(
         self, query: str, k: int
