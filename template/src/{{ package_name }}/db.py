@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from alembic import command
 from alembic.config import Config
@@ -38,6 +38,9 @@ from .errors import (
 )
 from .resources import registry
 from .settings import Settings
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +213,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
+    # First of all connect listeners, the dialect's own first-connect queries included: a
+    # cancellation while any of them runs closes the connection, and that close needs it.
+    event.listen(engine.sync_engine, "connect", _stop_once, insert=True)
+
     # SQLite allows one writer: the busy timeout above makes concurrent writers wait instead of
     # failing, and WAL lets readers proceed while one writes.
     @event.listens_for(engine.sync_engine, "connect")
@@ -219,6 +226,31 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+
+
+def _stop_once(dbapi_connection: Any, _record: Any) -> None:
+    """Make a second `stop()` of an aiosqlite connection a no-op.
+
+    aiosqlite (0.22) stops its worker thread once per `stop()` call and answers only the first:
+    a second call returns a future nobody ever resolves, and `close()` awaits it. SQLAlchemy
+    calls both when a task is cancelled while its connection is being closed (a request cut
+    off mid-query, a shutdown): it closes gracefully in a shielded task and, on the second
+    cancellation, force-stops the thread, so the graceful close then waits forever and so does
+    the event loop at shutdown. The worker exits on the first stop, so later ones have nothing
+    to wait for.
+    """
+    connection: aiosqlite.Connection = dbapi_connection.driver_connection
+    stop = connection.stop
+    stopped = False
+
+    def once() -> asyncio.Future[Any] | None:
+        nonlocal stopped
+        if stopped:
+            return None
+        stopped = True
+        return stop()
+
+    connection.stop = once  # type: ignore[method-assign]
 
 
 class Database:
