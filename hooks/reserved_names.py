@@ -37,6 +37,7 @@ IMPORT_NAMES = {
     "fastapi": ["fastapi", "starlette"],
     "celery": ["celery", "kombu"],
     "pytrec-eval-terrier": ["pytrec_eval"],
+    "pystemmer": ["Stemmer"],
 }
 # Type stubs, tools and the build backend: nothing the project imports by that name.
 NOT_MODULES = re.compile(r"^types-|-types$|^ruff$")

@@ -60,11 +60,6 @@ class GraphStore(Protocol):
         (same transaction as the documents); other stores write on their own."""
         ...
 
-    async def mentions(self, keys: Sequence[str], limit: int) -> dict[int, int]:
-        """Documents mentioning any of the entity `keys` -> the words those keys hold (a
-        document naming "grace hopper" matches two words; naming "grace" and "hopper", too)."""
-        ...
-
     async def expand(
         self,
         keys: Sequence[str],
@@ -120,15 +115,6 @@ ORDER BY hops, de.document_id
 LIMIT :limit
 """
 
-MENTIONS_SQL = """
-SELECT de.document_id, SUM(LENGTH(e.key) - LENGTH(REPLACE(e.key, ' ', '')) + 1) AS matched
-FROM entities AS e JOIN document_entities AS de ON de.entity_id = e.id
-WHERE e.key IN :keys
-GROUP BY de.document_id
-ORDER BY matched DESC, de.document_id
-LIMIT :limit
-"""
-
 
 class SqlGraphStore:
     name = "graph"
@@ -140,7 +126,6 @@ class SqlGraphStore:
         self._expand = text(EXPAND_SQL).bindparams(
             keys, bindparam("document_ids", expanding=True, type_=Integer)
         )
-        self._mentions = text(MENTIONS_SQL).bindparams(keys)
 
     async def open(self) -> None:
         """The tables live in the app database, opened before this store."""
@@ -203,13 +188,6 @@ class SqlGraphStore:
                 set_={"weight": RELATIONS.c.weight + statement.excluded.weight},
             )
             await session.execute(statement, list(relation_chunk))
-
-    async def mentions(self, keys: Sequence[str], limit: int) -> dict[int, int]:
-        if not keys:
-            return {}
-        async with self._database.sessions() as session:
-            result = await session.execute(self._mentions, {"keys": list(keys), "limit": limit})
-            return {int(document_id): int(matched) for document_id, matched in result.all()}
 
     async def expand(
         self,

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -35,6 +36,9 @@ class Document(Base):
     # Who stored it ("client:<id>", or "anonymous" while the API is open), and their id for it.
     owner: Mapped[str | None] = mapped_column(String(200))
     external_id: Mapped[str | None] = mapped_column(String(200))
+    # Indexed terms, counted with repeats (lexical.py): BM25's document length. NULL until
+    # the document is indexed.
+    term_count: Mapped[int | None] = mapped_column(Integer)
 
 
 class Entity(Base):
@@ -51,7 +55,7 @@ class Entity(Base):
 
 class DocumentEntity(Base):
     __tablename__ = "document_entities"
-    # Covering (entity -> its documents) for the graph walk's last step and the keyword match.
+    # Covering (entity -> its documents) for the graph walk's last step.
     __table_args__ = (Index("ix_document_entities_entity_id", "entity_id", "document_id"),)
 
     document_id: Mapped[int] = mapped_column(
@@ -60,6 +64,35 @@ class DocumentEntity(Base):
     entity_id: Mapped[int] = mapped_column(
         ForeignKey("entities.id", ondelete="CASCADE"), primary_key=True
     )
+
+
+class Term(Base):
+    """A word stem of the lexical index and how many documents use it (lexical.py)."""
+
+    __tablename__ = "terms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    term: Mapped[str] = mapped_column(String(100), unique=True)
+    document_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class DocumentTerm(Base):
+    """How often a document uses a term (a title word counts twice). The primary key reads a
+    term's documents; the second index, a document's terms (its deletion)."""
+
+    __tablename__ = "document_terms"
+    __table_args__ = (
+        Index("ix_document_terms_document_id", "document_id"),
+        CheckConstraint("frequency > 0", name="frequency_positive"),
+    )
+
+    term_id: Mapped[int] = mapped_column(
+        ForeignKey("terms.id", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    frequency: Mapped[int] = mapped_column(Integer)
 
 
 class Relation(Base):

@@ -46,7 +46,7 @@ def _ingestor(request: Request) -> Ingestor:
         f"Title up to {MAX_TITLE} characters, text up to {MAX_TEXT}, up to {MAX_TAGS} tags of "
         f"{MAX_TAG} characters and {MAX_METADATA_KEYS} metadata keys. Entities and relations "
         "are extracted at once; the embedding is computed by a job (follow it at "
-        "`/api/jobs/{job_id}`). The document is searchable by graph and keywords at once, and "
+        "`/api/jobs/{job_id}`). The document is searchable by its words and entities at once, and "
         "by vector within VECTOR_REFRESH_INTERVAL seconds of the job finishing."
     ),
     response_model=Accepted,

@@ -1,13 +1,14 @@
 """The ingest rules: validate, extract, store once per external id, enqueue the embedding.
 
-Documents, their entities and relations and one embedding job are stored in a single
-transaction; the vectors are computed by the worker. A document whose `external_id` its owner
-stored before is not stored again, so a retried ingest is a no-op.
+Documents, their entities and relations, their lexical index and one embedding job are
+stored in a single transaction; the vectors are computed by the worker. A document whose
+`external_id` its owner stored before is not stored again, so a retried ingest is a no-op.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -21,8 +22,9 @@ from ...errors import AppError
 from ...jobs.service import Jobs
 from ...settings import Settings
 from ..embed_job import EMBED_JOB
-from ..extract import Extractor
+from ..extract import Extraction, Extractor
 from ..graph import DocumentGraph, GraphStore
+from ..lexical import DocumentTerms, LexicalIndex
 from . import repository
 from .schemas import DocumentIn, ItemError
 
@@ -45,6 +47,11 @@ class Stored(NamedTuple):
     created: int  # how many were stored now
 
 
+class _Extracted(NamedTuple):
+    graph: Extraction
+    terms: Counter[str]
+
+
 class Ingestor:
     """Built once in the lifespan; the ingest endpoints find it by type in the app's registry."""
 
@@ -56,12 +63,14 @@ class Ingestor:
         database: Database,
         jobs: Jobs,
         graph: GraphStore,
+        lexical: LexicalIndex,
         extractor: Extractor,
     ) -> None:
         self.settings = settings
         self._database = database
         self._jobs = jobs
         self._graph = graph
+        self._lexical = lexical
         self._extractor = extractor
         self.max_items = settings.ingest_max_batch
         self.batch = TypeAdapter(list[DocumentIn])
@@ -79,7 +88,7 @@ class Ingestor:
             return await self._store(documents, extractions, owner)
 
     async def _store(
-        self, documents: Sequence[DocumentIn], extractions: list[Any], owner: str | None
+        self, documents: Sequence[DocumentIn], extractions: list[_Extracted], owner: str | None
     ) -> Stored:
         async with self._database.session() as session:
             keys = {d.external_id for d in documents if d.external_id is not None}
@@ -102,9 +111,12 @@ class Ingestor:
                 key = documents[position].external_id
                 if key is not None:
                     known[key] = document_id
+            stored = list(zip(new, new_ids, strict=True))
             await self._graph.add(
-                session,
-                [DocumentGraph(i, extractions[p]) for p, i in zip(new, new_ids, strict=True)],
+                session, [DocumentGraph(i, extractions[p].graph) for p, i in stored]
+            )
+            await self._lexical.add(
+                session, [DocumentTerms(i, extractions[p].terms) for p, i in stored]
             )
             # Commits the documents, the graph and the job together.
             job = await self._jobs.submit(
@@ -119,8 +131,14 @@ class Ingestor:
         ]
         return Stored(every, job.id, len(new))
 
-    def _extract(self, documents: Sequence[DocumentIn]) -> list[Any]:
-        return [self._extractor.extract(d.title, d.text, d.tags) for d in documents]
+    def _extract(self, documents: Sequence[DocumentIn]) -> list[_Extracted]:
+        analyzer = self._lexical.analyzer
+        return [
+            _Extracted(
+                self._extractor.extract(d.title, d.text, d.tags), analyzer.document(d.title, d.text)
+            )
+            for d in documents
+        ]
 
     def validate_batch(self, body: bytes) -> tuple[list[DocumentIn], list[ItemError]]:
         """Every valid document and every invalid item's errors, from one parse of `body`.

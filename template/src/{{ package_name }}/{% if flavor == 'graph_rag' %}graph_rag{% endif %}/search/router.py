@@ -17,18 +17,20 @@ DEGRADED_HEADER = "X-Search-Degraded"
 router = APIRouter(tags=["search"])
 
 SEARCH_DESCRIPTION = f"""\
-Hybrid search: the vector top-k (FAISS over the stored embeddings), expanded through the
-graph (documents mentioning the query's entities or the entities of the vector hits, up to
-SEARCH_GRAPH_DEPTH relations away, default 2, skipping entities mentioned by more than
-SEARCH_ENTITY_MAX_DOCUMENTS documents, default 200), merged and re-ranked. Each hit carries its
-score breakdown (vector, keyword, graph).
+Hybrid search over three signals, each 0 to 1: the vector top-k (FAISS over the stored
+embeddings), BM25 over titles and texts, and the graph walk from the entities the query names
+(up to SEARCH_GRAPH_DEPTH relations away, default 2, skipping entities mentioned by more than
+SEARCH_ENTITY_MAX_DOCUMENTS documents, default 200). A hit's score is their weighted sum
+(SEARCH_WEIGHT_VECTOR, SEARCH_WEIGHT_LEXICAL, SEARCH_WEIGHT_GRAPH). When even the best hit
+scores below SEARCH_MIN_SCORE there are no hits: a query the documents do not answer gets
+none. Each hit carries its score breakdown.
 
 Limits: `q` at most {MAX_QUERY} characters, `k` at most {MAX_K}. `tag` keeps the documents
 carrying it, among those the signals found (so fewer than `k` may come back). Each hit shows
 its document's tags and metadata.
 
 Fallback: when the vector search takes longer than SEARCH_TIMEOUT seconds (default 0.2) or the
-index is still loading, the answer comes from the graph and keywords only, with
+index is still loading, the answer comes from the lexical and graph signals only, with
 `"degraded": true`, the reason, and the header `{DEGRADED_HEADER}: <reason>`. When the graph
 store is down the answer is 503 with Retry-After."""
 

@@ -8,14 +8,6 @@ from pydantic import BaseModel, Field
 
 MAX_QUERY = 500
 MAX_K = 50
-# How a hit's score is formed from its signals (see ScoreBreakdown): the answer's contract.
-WEIGHTS = {"vector": 0.6, "keyword": 0.25, "graph": 0.15}
-# Without the vector search (timed out, or the index is loading): graph and keywords only.
-DEGRADED_WEIGHTS = {"vector": 0.0, "keyword": 0.6, "graph": 0.4}
-
-
-def _formula(weights: dict[str, float]) -> str:
-    return " + ".join(f"{weight} x {name}" for name, weight in weights.items())
 
 
 class ScoreBreakdown(BaseModel):
@@ -23,9 +15,11 @@ class ScoreBreakdown(BaseModel):
         description="Cosine similarity of the query and the document, 0 to 1; 0 when the "
         "document is not among the vector search's nearest, or the answer is degraded."
     )
-    keyword: float = Field(
-        description="Share of the query's words named by entities the document mentions, "
-        "0 to 1 (a document naming both words of a two-word query: 1)."
+    lexical: float = Field(
+        description="BM25 of the query's words (stemmed, stop words dropped) in the title "
+        "and text, over the sum of their inverse document frequencies, capped at 1: about 1 "
+        "for a document using every word of the query, less the more of the query's rare "
+        "words it lacks. The same on SQLite and PostgreSQL."
     )
     graph: float = Field(
         description="1 / (1 + hops): 1 for a document naming an entity of the query, 0.5 one "
@@ -38,9 +32,11 @@ class Hit(BaseModel):
     title: str
     snippet: str
     score: float = Field(
-        description=f"The total, which orders the hits (ties by document id): "
-        f"{_formula(WEIGHTS)}; when degraded, {_formula(DEGRADED_WEIGHTS)}. Rounded to 6 "
-        "decimal places."
+        description="The total, which orders the hits (ties by document id): "
+        "SEARCH_WEIGHT_VECTOR x vector + SEARCH_WEIGHT_LEXICAL x lexical + "
+        "SEARCH_WEIGHT_GRAPH x graph (by default 0.4, 0.4 and 0.2). When degraded, the "
+        "vector weight is shared by the other two in proportion. When the best hit scores below "
+        "SEARCH_MIN_SCORE (default 0.3) there are no hits. Rounded to 6 decimal places."
     )
     scores: ScoreBreakdown
     hops: int | None = Field(description="Relations walked from a matched entity; null: none")
@@ -50,6 +46,6 @@ class Hit(BaseModel):
 
 class SearchResult(BaseModel):
     query: str
-    degraded: bool = Field(description="True: answered from the graph and keywords only")
+    degraded: bool = Field(description="True: answered from the lexical and graph signals only")
     reason: str | None = Field(description="Why the vector search was skipped")
     hits: list[Hit]

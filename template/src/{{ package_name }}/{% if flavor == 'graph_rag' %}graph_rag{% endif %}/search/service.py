@@ -1,14 +1,16 @@
-"""Hybrid search: vector top-k, expanded through the graph, merged and re-ranked.
+"""Hybrid search: vector top-k, BM25 and the graph walk from the query's entities, fused.
 
 `SearchEngine` is built once in the lifespan; the endpoint finds it by type in the app's
 registry, so its only dependencies are authentication and the rate limit: no per-request
 dependency chain on the hot path.
 
-Scores, each in [0, 1], per hit:
+Scores, each in [0, 1] and absolute (not relative to the other hits), per hit:
 - vector: cosine similarity of the query and the document;
-- keyword: share of the query's words the entities the document mentions cover (capped at 1);
+- lexical: BM25 over the sum of the query's IDFs, capped at 1 (lexical.py);
 - graph: 1 / (1 + hops) from the entities the query names.
-The total weighs them by `schemas.WEIGHTS` (`DEGRADED_WEIGHTS` when the answer is degraded).
+The total is their weighted sum (`Weights`, from settings). When even the best hit scores
+below SEARCH_MIN_SCORE the answer has no hits: a query nothing answers gets none rather than
+the least bad documents.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Self
 
 from prometheus_client import Counter
 
@@ -24,9 +27,10 @@ from ...observability import Metrics
 from ...settings import Settings
 from ..extract import Extractor
 from ..graph import GraphStore
+from ..lexical import LexicalIndex
 from ..vectors import IndexNotReadyError, VectorIndex
 from . import repository
-from .schemas import DEGRADED_WEIGHTS, WEIGHTS, Hit, ScoreBreakdown, SearchResult
+from .schemas import Hit, ScoreBreakdown, SearchResult
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +41,37 @@ OVERFETCH = 3
 @dataclass(slots=True)
 class _Candidate:
     vector: float = 0.0
-    keyword: float = 0.0
+    lexical: float = 0.0
     graph: float = 0.0
     hops: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    vector: float
+    lexical: float
+    graph: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        return cls(
+            settings.search_weight_vector,
+            settings.search_weight_lexical,
+            settings.search_weight_graph,
+        )
+
+    def without_vector(self) -> Weights:
+        """The vector's weight shared by the other signals in proportion (settings make sure
+        they are not both 0)."""
+        rest = self.lexical + self.graph
+        return Weights(0.0, self.lexical / rest, self.graph / rest)
+
+    def total(self, candidate: _Candidate) -> float:
+        return (
+            self.vector * candidate.vector
+            + self.lexical * candidate.lexical
+            + self.graph * candidate.graph
+        )
 
 
 class SearchEngine:
@@ -51,13 +83,17 @@ class SearchEngine:
         database: Database,
         vectors: VectorIndex,
         graph: GraphStore,
+        lexical: LexicalIndex,
         extractor: Extractor,
         metrics: Metrics,
     ) -> None:
         self._database = database
         self.vectors = vectors
         self.graph = graph
+        self.lexical = lexical
         self.extractor = extractor
+        self.weights = Weights.of(settings)
+        self.min_score = settings.search_min_score
         self.timeout = settings.search_timeout
         self.depth = settings.search_graph_depth
         self.max_documents = settings.search_entity_max_documents
@@ -82,16 +118,16 @@ class SearchEngine:
         # vector hits' entities too, it gave documents that share nothing with the query a
         # graph score (and measured worse on every class of bench/bench_relevance.py).
         limit = k * OVERFETCH * 4
-        keyword, reached = await asyncio.gather(
-            self.keyword_signal(keys, limit), self.graph_signal(keys, limit)
+        lexical, reached = await asyncio.gather(
+            self.lexical.scores(query, limit), self.graph_signal(keys, limit)
         )
 
         candidates: dict[int, _Candidate] = {}
         for document_id, similarity in vector_hits:
             if similarity > 0:
                 candidates.setdefault(document_id, _Candidate()).vector = similarity
-        for document_id, share in keyword.items():
-            candidates.setdefault(document_id, _Candidate()).keyword = share
+        for document_id, score in lexical.items():
+            candidates.setdefault(document_id, _Candidate()).lexical = score
         for document_id, hops in reached.items():
             candidate = candidates.setdefault(document_id, _Candidate())
             candidate.graph, candidate.hops = 1.0 / (1 + hops), hops
@@ -103,11 +139,13 @@ class SearchEngine:
                 i: c for i, c in candidates.items() if i in documents and tag in documents[i].tags
             }
 
-        weights = DEGRADED_WEIGHTS if reason else WEIGHTS
-        ranked = sorted(
-            candidates.items(),
-            key=lambda item: (-self._total(item[1], weights), item[0]),
-        )[:k]
+        weights = self.weights.without_vector() if reason else self.weights
+        totals = {i: weights.total(c) for i, c in candidates.items()}
+        ranked = sorted(candidates.items(), key=lambda item: (-totals[item[0]], item[0]))[:k]
+        if ranked and totals[ranked[0][0]] < self.min_score:
+            # Not even the best candidate answers the query: no answer, rather than the least
+            # bad documents. Below a good best hit, weaker ones (a graph neighbour) stay.
+            ranked = []
         if documents is None:
             documents = await self._documents([document_id for document_id, _ in ranked])
         hits = [
@@ -117,10 +155,10 @@ class SearchEngine:
                 snippet=documents[document_id].snippet,
                 tags=documents[document_id].tags,
                 metadata=documents[document_id].metadata,
-                score=round(self._total(candidate, weights), 6),
+                score=round(totals[document_id], 6),
                 scores=ScoreBreakdown(
                     vector=round(candidate.vector, 6),
-                    keyword=round(candidate.keyword, 6),
+                    lexical=round(candidate.lexical, 6),
                     graph=round(candidate.graph, 6),
                 ),
                 hops=candidate.hops,
@@ -129,15 +167,6 @@ class SearchEngine:
             if document_id in documents  # stores may briefly disagree after a failed write
         ]
         return SearchResult(query=query, degraded=reason is not None, reason=reason, hits=hits)
-
-    async def keyword_signal(self, keys: list[str], limit: int) -> dict[int, float]:
-        """Documents naming the query's entities -> the share of the query's words those
-        entities cover. A document naming the whole query as one entity ("Grace Hopper")
-        covers every word, as much as one naming each word apart; overlapping keys cannot
-        push it past 1."""
-        words = sum(1 for key in keys if " " not in key) or 1
-        matched = await self.graph.mentions(keys, limit)
-        return {document_id: min(1.0, count / words) for document_id, count in matched.items()}
 
     async def graph_signal(self, keys: list[str], limit: int) -> dict[int, int]:
         """Documents the graph walk reaches from the query's entities -> hops."""
@@ -159,14 +188,6 @@ class SearchEngine:
         except IndexNotReadyError:
             self._degraded.labels("index_not_ready").inc()
             return [], "index_not_ready"
-
-    @staticmethod
-    def _total(candidate: _Candidate, weights: dict[str, float]) -> float:
-        return (
-            weights["vector"] * candidate.vector
-            + weights["keyword"] * candidate.keyword
-            + weights["graph"] * candidate.graph
-        )
 
     async def _documents(self, ids: list[int]) -> dict[int, repository.Shown]:
         if not ids:

@@ -1,0 +1,297 @@
+"""The lexical signal: BM25 over each document's title and text, kept in two tables.
+
+`terms` holds each word stem with the number of documents using it; `document_terms` holds
+how often each document uses it; `documents.term_count` is its length. The scores are the same
+on SQLite and PostgreSQL, which their own full-text searches are not (PostgreSQL's `ts_rank`
+ignores how rare a word is; SQLite's FTS5 `bm25()` has no bound). Here the score has one, so
+a hit's `lexical` means the same thing on both databases and for every query:
+
+    lexical = min(1, BM25(query, document) / sum of the query's IDFs)
+
+about 1 for a document using each word of the query once at average length, and the share of
+the query's information it holds otherwise. A word no document uses weighs most, so a query
+about something the corpus lacks ("who invented the Zanmar engine") keeps a low score even on
+documents sharing its common words: what a minimum score needs to say "no answer".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import Stemmer
+from sqlalchemy import Float, Integer, Table, column, func, select, values
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..db import Database
+from .extract import STOPWORDS
+from .models import Document, DocumentTerm, Term
+
+WORD = re.compile(r"\w+")
+# Longer "words" are identifiers, hashes or noise: not indexed.
+MAX_TERM_LENGTH = 40
+# A word of the title counts as this many occurrences.
+TITLE_WEIGHT = 2
+# BM25's usual constants: k1, how fast repeats stop adding; b, how much length counts.
+K1 = 1.2
+B = 0.75
+# At most this many distinct query terms are scored (a pasted paragraph is not a query).
+MAX_QUERY_TERMS = 32
+# Candidates come from the rarest query terms whose posting lists hold at most this many rows
+# together (always the rarest one); the common terms' share is then added for those
+# candidates only, by primary key. A query of common words stays as cheap as a rare one.
+POSTINGS_BUDGET = 20_000
+# Seconds the corpus statistics (document count, average length) are reused.
+STATS_TTL = 5.0
+# Rows per statement, far below SQLite's and asyncpg's parameter limits.
+CHUNK = 2000
+
+TERMS = cast(Table, Term.__table__)
+DOCUMENT_TERMS = cast(Table, DocumentTerm.__table__)
+DOCUMENTS = cast(Table, Document.__table__)
+
+
+class Analyzer:
+    """Text -> the terms it is indexed and searched by: lower-case words, stop words dropped,
+    stemmed (Snowball, English), so "invented" and "invents" meet. Thread-safe."""
+
+    def __init__(self) -> None:
+        # A PyStemmer stemmer is not safe to share between threads: one per thread.
+        self._local = threading.local()
+
+    def terms(self, text: str) -> list[str]:
+        words = [
+            word
+            for word in WORD.findall(text.lower())
+            if word not in STOPWORDS and len(word) <= MAX_TERM_LENGTH
+        ]
+        return cast(list[str], self._stemmer().stemWords(words))
+
+    def document(self, title: str, text: str) -> Counter[str]:
+        """A document's term frequencies, its title counting TITLE_WEIGHT times."""
+        counts = Counter(self.terms(text))
+        for term in self.terms(title):
+            counts[term] += TITLE_WEIGHT
+        return counts
+
+    def _stemmer(self) -> Any:
+        stemmer = getattr(self._local, "stemmer", None)
+        if stemmer is None:
+            stemmer = self._local.stemmer = Stemmer.Stemmer("english")
+        return stemmer
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentTerms:
+    document_id: int
+    counts: Counter[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stats:
+    documents: int
+    average_length: float
+    read_at: float
+
+
+class IndexWrites:
+    """The statements that index `documents`: the upsert of their terms (counting each once
+    per document, returning every id), then the postings and the documents' lengths. Run by
+    ingest (async, in its transaction) and by the migration indexing earlier documents (sync).
+    """
+
+    def __init__(self, dialect: str, documents: Sequence[DocumentTerms]) -> None:
+        self.documents = documents
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        frequency: Counter[str] = Counter()
+        for document in documents:
+            frequency.update(document.counts.keys())
+        # Sorted: concurrent ingests lock shared terms in one order, so they wait, never
+        # deadlock.
+        self._terms = [
+            {"term": term, "document_count": count} for term, count in sorted(frequency.items())
+        ]
+
+    def terms(self) -> list[tuple[Any, list[dict[str, Any]]]]:
+        insert = self._insert(TERMS)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[TERMS.c.term],
+            set_={"document_count": TERMS.c.document_count + insert.excluded.document_count},
+        ).returning(TERMS.c.term, TERMS.c.id)
+        return [(upsert, rows) for rows in _chunks(self._terms)]
+
+    def rest(self, ids: dict[str, int]) -> list[tuple[Any, Any]]:
+        """The postings and lengths, once `ids` maps every term to its id."""
+        links = [
+            {"term_id": ids[term], "document_id": document.document_id, "frequency": count}
+            for document in self.documents
+            for term, count in document.counts.items()
+        ]
+        writes: list[tuple[Any, Any]] = [
+            (self._insert(DOCUMENT_TERMS), rows) for rows in _chunks(links)
+        ]
+        by_length: dict[int, list[int]] = {}
+        for document in self.documents:
+            by_length.setdefault(document.counts.total(), []).append(document.document_id)
+        for length, document_ids in sorted(by_length.items()):
+            for chunk in _chunks(document_ids):
+                update = DOCUMENTS.update().where(DOCUMENTS.c.id.in_(chunk))
+                writes.append((update.values(term_count=length), None))
+        return writes
+
+
+def index_sync(connection: Connection, documents: Sequence[DocumentTerms]) -> None:
+    """Index `documents` through a synchronous connection (the migration does)."""
+    if not documents:
+        return
+    writes = IndexWrites(connection.dialect.name, documents)
+    ids: dict[str, int] = {}
+    for statement, rows in writes.terms():
+        ids.update((term, term_id) for term, term_id in connection.execute(statement, rows))
+    for statement, rows in writes.rest(ids):
+        connection.execute(statement, rows)
+
+
+def _chunks(items: list[Any]) -> list[list[Any]]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+class LexicalIndex:
+    """Writes the postings of new documents (in the ingest's transaction) and scores queries."""
+
+    name = "lexical"
+
+    def __init__(self, database: Database, analyzer: Analyzer | None = None) -> None:
+        self._database = database
+        self.analyzer = analyzer or Analyzer()
+        self._stats: _Stats | None = None
+        self._stats_lock = asyncio.Lock()
+
+    async def add(self, session: AsyncSession, documents: Sequence[DocumentTerms]) -> None:
+        """Index the documents through `session`: committed with them, or not at all."""
+        if not documents:
+            return
+        writes = IndexWrites(session.get_bind().dialect.name, documents)
+        ids: dict[str, int] = {}
+        for statement, rows in writes.terms():
+            result = await session.execute(statement, rows)
+            ids.update((term, term_id) for term, term_id in result.all())
+        for statement, rows in writes.rest(ids):
+            await session.execute(statement, rows)
+        self._stats = None  # the next search counts them
+
+    async def scores(self, query: str, limit: int) -> dict[int, float]:
+        """The `limit` documents scoring highest for `query` -> their lexical score, 0 to 1."""
+        terms = list(dict.fromkeys(self.analyzer.terms(query)))[:MAX_QUERY_TERMS]
+        if not terms:
+            return {}
+        async with self._database.sessions() as session:
+            stats = await self._corpus(session)
+            if stats.documents == 0:
+                return {}
+            known = {
+                term: (int(term_id), int(count))
+                for term_id, term, count in await session.execute(
+                    select(TERMS.c.id, TERMS.c.term, TERMS.c.document_count).where(
+                        TERMS.c.term.in_(terms)
+                    )
+                )
+            }
+            # Every query term weighs in the bound, the unknown ones most: they are the
+            # information no document holds.
+            full = sum(_idf(known.get(term, (0, 0))[1], stats.documents) for term in terms)
+            if not known:
+                return {}
+            weights = {term_id: _idf(count, stats.documents) for term_id, count in known.values()}
+            rare, common = _split_by_budget(list(known.values()))
+            found = await self._score(session, stats, {t: weights[t] for t in rare}, limit)
+            if common and found:
+                extra = await self._score(
+                    session, stats, {t: weights[t] for t in common}, None, list(found)
+                )
+                for document_id, score in extra.items():
+                    found[document_id] += score
+        ranked = sorted(found.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        return {document_id: min(1.0, score / full) for document_id, score in ranked}
+
+    async def _score(
+        self,
+        session: AsyncSession,
+        stats: _Stats,
+        weights: dict[int, float],
+        limit: int | None,
+        among: list[int] | None = None,
+    ) -> dict[int, float]:
+        # A CTE: SQLite reads VALUES with named columns only in that form.
+        query = (
+            values(column("term_id", Integer), column("idf", Float), name="q")
+            .data(list(weights.items()))
+            .cte("q")
+        )
+        frequency = DOCUMENT_TERMS.c.frequency
+        length = func.coalesce(DOCUMENTS.c.term_count, stats.average_length)
+        bm25 = func.sum(
+            query.c.idf
+            * frequency
+            * (K1 + 1)
+            / (frequency + K1 * (1 - B + B * length / stats.average_length))
+        ).label("score")
+        statement = (
+            select(DOCUMENT_TERMS.c.document_id, bm25)
+            .select_from(query)
+            .join(DOCUMENT_TERMS, DOCUMENT_TERMS.c.term_id == query.c.term_id)
+            .join(DOCUMENTS, DOCUMENTS.c.id == DOCUMENT_TERMS.c.document_id)
+            .group_by(DOCUMENT_TERMS.c.document_id)
+        )
+        if among is not None:
+            statement = statement.where(DOCUMENT_TERMS.c.document_id.in_(among))
+        if limit is not None:
+            statement = statement.order_by(bm25.desc(), DOCUMENT_TERMS.c.document_id).limit(limit)
+        result = await session.execute(statement)
+        return {int(document_id): float(score) for document_id, score in result.all()}
+
+    async def _corpus(self, session: AsyncSession) -> _Stats:
+        stats = self._stats
+        if stats is not None and time.monotonic() - stats.read_at < STATS_TTL:
+            return stats
+        async with self._stats_lock:
+            if self._stats is None or time.monotonic() - self._stats.read_at >= STATS_TTL:
+                count, average = (
+                    await session.execute(
+                        select(func.count(DOCUMENTS.c.term_count), func.avg(DOCUMENTS.c.term_count))
+                    )
+                ).one()
+                stats = _Stats(int(count), float(average or 1.0) or 1.0, time.monotonic())
+                # An empty corpus is not kept: the first documents count at once.
+                self._stats = stats if stats.documents else None
+                return stats
+            return self._stats
+
+
+def _idf(document_count: int, documents: int) -> float:
+    """BM25's inverse document frequency (the variant that is never negative)."""
+    return math.log(1 + (documents - document_count + 0.5) / (document_count + 0.5))
+
+
+def _split_by_budget(known: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Term ids whose posting lists are read whole (the rarest, within POSTINGS_BUDGET rows),
+    and the rest."""
+    rare: list[int] = []
+    common: list[int] = []
+    read = 0
+    for term_id, count in sorted(known, key=lambda item: item[1]):
+        if not rare or read + count <= POSTINGS_BUDGET:
+            rare.append(term_id)
+            read += count
+        else:
+            common.append(term_id)
+    return rare, common
