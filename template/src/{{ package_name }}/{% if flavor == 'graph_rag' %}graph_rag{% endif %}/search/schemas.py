@@ -34,7 +34,7 @@ class Hit(BaseModel):
     score: float = Field(
         description="The total, which orders the hits (ties by document id): "
         "SEARCH_WEIGHT_VECTOR x vector + SEARCH_WEIGHT_LEXICAL x lexical + "
-        "SEARCH_WEIGHT_GRAPH x graph (by default 0.4, 0.4 and 0.2). When degraded, the "
+        "SEARCH_WEIGHT_GRAPH x graph (by default 0.25, 0.35 and 0.4). When degraded, the "
         "vector weight is shared by the other two in proportion. When the best hit scores below "
         "SEARCH_MIN_SCORE (default 0.3) there are no hits. Rounded to 6 decimal places."
     )
