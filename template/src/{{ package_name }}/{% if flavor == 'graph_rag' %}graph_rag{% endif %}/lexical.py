@@ -50,7 +50,8 @@ MAX_QUERY_TERMS = 32
 # together (always the rarest one); the common terms' share is then added for those
 # candidates only, by primary key. A query of common words stays as cheap as a rare one.
 POSTINGS_BUDGET = 20_000
-# Seconds the corpus statistics (document count, average length) are reused.
+# Seconds the corpus statistics (document count, average length) are reused; this process's
+# own ingests refresh them at once, other processes' within this time.
 STATS_TTL = 5.0
 # Rows per statement, far below SQLite's and asyncpg's parameter limits.
 CHUNK = 2000
@@ -170,9 +171,15 @@ class LexicalIndex:
 
     name = "lexical"
 
-    def __init__(self, database: Database, analyzer: Analyzer | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        analyzer: Analyzer | None = None,
+        postings_budget: int = POSTINGS_BUDGET,
+    ) -> None:
         self._database = database
         self.analyzer = analyzer or Analyzer()
+        self.postings_budget = postings_budget
         self._stats: _Stats | None = None
         self._stats_lock = asyncio.Lock()
 
@@ -212,7 +219,7 @@ class LexicalIndex:
             if not known:
                 return {}
             weights = {term_id: _idf(count, stats.documents) for term_id, count in known.values()}
-            rare, common = _split_by_budget(list(known.values()))
+            rare, common = _split_by_budget(list(known.values()), self.postings_budget)
             found = await self._score(session, stats, {t: weights[t] for t in rare}, limit)
             if common and found:
                 extra = await self._score(
@@ -270,10 +277,7 @@ class LexicalIndex:
                         select(func.count(DOCUMENTS.c.term_count), func.avg(DOCUMENTS.c.term_count))
                     )
                 ).one()
-                stats = _Stats(int(count), float(average or 1.0) or 1.0, time.monotonic())
-                # An empty corpus is not kept: the first documents count at once.
-                self._stats = stats if stats.documents else None
-                return stats
+                self._stats = _Stats(int(count), float(average or 1.0) or 1.0, time.monotonic())
             return self._stats
 
 
@@ -282,14 +286,14 @@ def _idf(document_count: int, documents: int) -> float:
     return math.log(1 + (documents - document_count + 0.5) / (document_count + 0.5))
 
 
-def _split_by_budget(known: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    """Term ids whose posting lists are read whole (the rarest, within POSTINGS_BUDGET rows),
-    and the rest."""
+def _split_by_budget(known: list[tuple[int, int]], budget: int) -> tuple[list[int], list[int]]:
+    """Term ids whose posting lists are read whole (the rarest, within `budget` rows), and the
+    rest."""
     rare: list[int] = []
     common: list[int] = []
     read = 0
     for term_id, count in sorted(known, key=lambda item: item[1]):
-        if not rare or read + count <= POSTINGS_BUDGET:
+        if not rare or read + count <= budget:
             rare.append(term_id)
             read += count
         else:
