@@ -20,7 +20,7 @@ from conftest import Renderer, SharedVenvs
 from harness.processes import project_env, run, tail
 
 GRAPH_RAG = next(v for v in V.covering_set() if v.flavor.startswith("graph_rag"))
-CONFIGURATIONS = ("hybrid", "vector", "keyword", "graph", "bm25")
+CONFIGURATIONS = ("hybrid", "vector", "lexical", "graph", "bm25")
 ANSWERED = ("single", "paraphrase", "multihop", "natural", "all")
 ROW = re.compile(
     r"^  (?P<name>\w*)\s+(?P<kind>single|paraphrase|multihop|natural|all)\s+"
