@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Integer, String, Table, bindparam, text
+from sqlalchemy import Integer, String, Table, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +58,13 @@ class GraphStore(Protocol):
     async def add(self, session: AsyncSession, documents: Sequence[DocumentGraph]) -> None:
         """Store the documents' entities and relations. The SQL store writes through `session`
         (same transaction as the documents); other stores write on their own."""
+        ...
+
+    async def remove(self, session: AsyncSession, documents: Sequence[DocumentGraph]) -> None:
+        """Take back what `add` stored for the documents (their extraction as it was stored):
+        their mentions, their share of each relation's weight, and the entities no document
+        names any more. The SQL store writes through `session`, before the documents' rows
+        are deleted in the same transaction."""
         ...
 
     async def expand(
@@ -188,6 +195,60 @@ class SqlGraphStore:
                 set_={"weight": RELATIONS.c.weight + statement.excluded.weight},
             )
             await session.execute(statement, list(relation_chunk))
+
+    async def remove(self, session: AsyncSession, documents: Sequence[DocumentGraph]) -> None:
+        ids = [document.document_id for document in documents]
+        named = select(DOCUMENT_ENTITIES.c.entity_id).where(
+            DOCUMENT_ENTITIES.c.document_id.in_(ids)
+        )
+        involved = list((await session.scalars(named.distinct())).all())
+        if not involved:
+            return
+        mentions = (
+            select(func.count())
+            .where(
+                DOCUMENT_ENTITIES.c.entity_id == ENTITIES.c.id,
+                DOCUMENT_ENTITIES.c.document_id.in_(ids),
+            )
+            .scalar_subquery()
+        )
+        await session.execute(
+            update(ENTITIES)
+            .where(ENTITIES.c.id.in_(involved))
+            .values(document_count=ENTITIES.c.document_count - mentions)
+        )
+        keys = sorted({key for d in documents for pair in d.extraction.relations for key in pair})
+        ids_by_key = dict(
+            (
+                await session.execute(
+                    select(ENTITIES.c.key, ENTITIES.c.id).where(ENTITIES.c.key.in_(keys))
+                )
+            ).all()
+        )
+        weights: dict[tuple[int, int], int] = {}
+        for document in documents:
+            for (a, b), count in document.extraction.relations.items():
+                if a in ids_by_key and b in ids_by_key:
+                    for pair in ((ids_by_key[a], ids_by_key[b]), (ids_by_key[b], ids_by_key[a])):
+                        weights[pair] = weights.get(pair, 0) + count
+        rows = [{"s": s, "t": t, "w": w} for (s, t), w in sorted(weights.items())]
+        for chunk in _chunks(rows):
+            await session.execute(
+                update(RELATIONS)
+                .where(
+                    RELATIONS.c.source_id == bindparam("s"),
+                    RELATIONS.c.target_id == bindparam("t"),
+                )
+                .values(weight=RELATIONS.c.weight - bindparam("w")),
+                list(chunk),
+            )
+        await session.execute(
+            delete(RELATIONS).where(RELATIONS.c.source_id.in_(involved), RELATIONS.c.weight <= 0)
+        )
+        # Entities no other document names go, with their relations (ON DELETE CASCADE).
+        await session.execute(
+            delete(ENTITIES).where(ENTITIES.c.id.in_(involved), ENTITIES.c.document_count <= 0)
+        )
 
     async def expand(
         self,

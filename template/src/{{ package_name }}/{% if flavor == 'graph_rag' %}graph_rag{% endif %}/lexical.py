@@ -196,6 +196,34 @@ class LexicalIndex:
             await session.execute(statement, rows)
         self._stats = None  # the next search counts them
 
+    async def remove(self, session: AsyncSession, document_ids: Sequence[int]) -> None:
+        """Take the documents out of the statistics, before their rows (and, by cascade, their
+        postings) are deleted in the same transaction; terms no document uses any more go."""
+        used = (
+            select(DOCUMENT_TERMS.c.term_id)
+            .where(DOCUMENT_TERMS.c.document_id.in_(document_ids))
+            .distinct()
+        )
+        involved = list((await session.scalars(used)).all())
+        for chunk in _chunks(involved):
+            uses = (
+                select(func.count())
+                .where(
+                    DOCUMENT_TERMS.c.term_id == TERMS.c.id,
+                    DOCUMENT_TERMS.c.document_id.in_(document_ids),
+                )
+                .scalar_subquery()
+            )
+            await session.execute(
+                TERMS.update()
+                .where(TERMS.c.id.in_(chunk))
+                .values(document_count=TERMS.c.document_count - uses)
+            )
+            await session.execute(
+                TERMS.delete().where(TERMS.c.id.in_(chunk), TERMS.c.document_count <= 0)
+            )
+        self._stats = None
+
     async def scores(self, query: str, limit: int) -> dict[int, float]:
         """The `limit` documents scoring highest for `query` -> their lexical score, 0 to 1."""
         terms = list(dict.fromkeys(self.analyzer.terms(query)))[:MAX_QUERY_TERMS]

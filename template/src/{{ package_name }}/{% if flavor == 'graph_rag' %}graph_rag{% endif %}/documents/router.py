@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from ...db import SessionDep
+from ...errors import NotFoundError
 from ...ratelimit import rate_limit
+from ...resources import registry
 from ..auth import Owner, caller_key
+from ..ingest.service import Ingestor
 from .schemas import DocumentPage, DocumentView
 from .service import list_documents, read_document
 
@@ -49,3 +52,22 @@ async def get_document(
     document_id: Annotated[int, Path(ge=1, le=MAX_ID)], owner: Owner, session: SessionDep
 ) -> DocumentView:
     return await read_document(session, owner, document_id)
+
+
+@router.delete(
+    "/{document_id}",
+    summary="Delete one of your documents",
+    description="The document, and what storing it added: its entities' mentions and its share "
+    "of their relations, its words in the lexical index, and its embedding. Searches stop "
+    "finding it at once (a process's vector index drops it at its next rebuild; until then "
+    "its vector is skipped).",
+    status_code=204,
+    responses={**_UNAUTHORIZED, 404: {"description": "None of your documents has this id"}},
+    dependencies=[rate_limit("documents", per=caller_key)],
+)
+async def delete_document(
+    document_id: Annotated[int, Path(ge=1, le=MAX_ID)], owner: Owner, request: Request
+) -> Response:
+    if not await registry(request).get(Ingestor).remove(document_id, owner):
+        raise NotFoundError(f"no document with id {document_id}")
+    return Response(status_code=204)

@@ -1,4 +1,4 @@
-"""The document rows ingest writes and looks up."""
+"""The document rows ingest writes, looks up and deletes."""
 
 from __future__ import annotations
 
@@ -55,3 +55,8 @@ async def insert_documents(
     )
     ids = [int(i) for i in result.scalars()]
     return ids if postgres else sorted(ids)
+
+
+async def delete(session: AsyncSession, document_id: int) -> None:
+    """The row; its entity links, postings and embedding follow (ON DELETE CASCADE)."""
+    await session.execute(DOCUMENTS.delete().where(DOCUMENTS.c.id == document_id))

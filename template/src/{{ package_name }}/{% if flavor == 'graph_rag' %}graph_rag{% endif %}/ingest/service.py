@@ -21,6 +21,7 @@ from ...db import Database
 from ...errors import AppError
 from ...jobs.service import Jobs
 from ...settings import Settings
+from ..documents.repository import owned_document
 from ..embed_job import EMBED_JOB
 from ..extract import Extraction, Extractor
 from ..graph import DocumentGraph, GraphStore
@@ -130,6 +131,24 @@ class Ingestor:
             for i, d in zip(ids, documents, strict=True)
         ]
         return Stored(every, job.id, len(new))
+
+    async def remove(self, document_id: int, owner: str) -> bool:
+        """Delete one of the owner's documents, and what storing it added: its entities'
+        mentions and its share of their relations, its words in the lexical index, its
+        embedding. False when the owner has no such document."""
+        async with self._database.session() as session:
+            document = await owned_document(session, owner, document_id)
+            if document is None:
+                return False
+            # The extractor is deterministic: what it finds now is what was stored.
+            extraction = await asyncio.to_thread(
+                self._extractor.extract, document.title, document.text, document.tags
+            )
+            await self._graph.remove(session, [DocumentGraph(document.id, extraction)])
+            await self._lexical.remove(session, [document.id])
+            await repository.delete(session, document.id)
+            await session.commit()
+        return True
 
     def _extract(self, documents: Sequence[DocumentIn]) -> list[_Extracted]:
         analyzer = self._lexical.analyzer
