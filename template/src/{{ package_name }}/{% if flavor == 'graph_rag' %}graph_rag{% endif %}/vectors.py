@@ -189,12 +189,17 @@ class VectorIndex:
         if index is None:
             return 0
         async with self._database.sessions() as session:
-            stored = await session.scalar(
-                select(func.count())
-                .select_from(Embedding)
-                .where(Embedding.embedder == self.embedder.name)
-            )
-            if not stored or stored == len(self._indexed):
+            stored, newest = (
+                await session.execute(
+                    select(func.count(), func.max(Embedding.id)).where(
+                        Embedding.embedder == self.embedder.name
+                    )
+                )
+            ).one()
+            # Nothing above the last id read, and no more rows than the index holds: nothing
+            # new. (Deleted documents take their rows along, so the count alone can stay level
+            # while a new row arrives.)
+            if not stored or (newest <= self._last_id and stored <= len(self._indexed)):
                 return 0
             result = await session.execute(
                 select(Embedding.id, Embedding.document_id, Embedding.vector)

@@ -164,7 +164,9 @@ class SearchEngine:
                 hops=candidate.hops,
             )
             for document_id, candidate in ranked
-            if document_id in documents  # stores may briefly disagree after a failed write
+            # Not a deleted document (its vector stays in the index until it is rebuilt), nor
+            # one a failed write left in one store only.
+            if document_id in documents
         ]
         return SearchResult(query=query, degraded=reason is not None, reason=reason, hits=hits)
 
