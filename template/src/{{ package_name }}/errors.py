@@ -114,6 +114,15 @@ def is_schema_error(exc: BaseException) -> bool:
 # (lock_timeout).
 _UNAVAILABLE_CLASSES = ("08", "53", "57P")
 _UNAVAILABLE_STATES = frozenset({"57014", "55P03"})
+# SQLite reports a statement it cannot run as an OperationalError too, like a locked or
+# missing file: a bug no retry cures, so not an outage.
+_SQLITE_STATEMENT_ERRORS = (
+    "syntax error",
+    "no such function",
+    "wrong number of arguments",
+    "ambiguous column name",
+    "misuse of",
+)
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -128,6 +137,10 @@ def is_unavailable(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, sa_exc.OperationalError) and any(
+            error in str(current.orig) for error in _SQLITE_STATEMENT_ERRORS
+        ):
+            return False
         if isinstance(
             current,
             OSError

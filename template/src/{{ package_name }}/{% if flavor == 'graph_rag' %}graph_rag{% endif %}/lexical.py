@@ -49,7 +49,7 @@ MAX_QUERY_TERMS = 32
 # Candidates come from the rarest query terms whose posting lists hold at most this many rows
 # together (always the rarest one); the common terms' share is then added for those
 # candidates only, by primary key. A query of common words stays as cheap as a rare one.
-POSTINGS_BUDGET = 20_000
+POSTINGS_BUDGET = 5_000
 # Seconds the corpus statistics (document count, average length) are reused; this process's
 # own ingests refresh them at once, other processes' within this time.
 STATS_TTL = 5.0
