@@ -1,10 +1,14 @@
 """The lexical signal: BM25 over each document's title and text, kept in two tables.
 
-`terms` holds each word stem with the number of documents using it; `document_terms` holds
-how often each document uses it; `documents.term_count` is its length. The scores are the same
-on SQLite and PostgreSQL, which their own full-text searches are not (PostgreSQL's `ts_rank`
-ignores how rare a word is; SQLite's FTS5 `bm25()` has no bound). Here the score has one, so
-a hit's `lexical` means the same thing on both databases and for every query:
+`terms` holds each word stem once; `document_terms` holds how often each document uses it;
+`documents.term_count` is its length. How many documents use a term is counted from its
+postings when a query needs it (and kept a few seconds), not kept in a counter every ingest
+would have to lock: concurrent ingests of common words never wait on each other.
+
+The scores are the same on SQLite and PostgreSQL, which their own full-text searches are not
+(PostgreSQL's `ts_rank` ignores how rare a word is; SQLite's FTS5 `bm25()` has no bound).
+Here the score has one, so a hit's `lexical` means the same thing on both databases and for
+every query:
 
     lexical = min(1, BM25(query, document) / sum of the query's IDFs)
 
@@ -107,30 +111,28 @@ class _Stats:
 
 
 class IndexWrites:
-    """The statements that index `documents`: the upsert of their terms (counting each once
-    per document, returning every id), then the postings and the documents' lengths. Run by
-    ingest (async, in its transaction) and by the migration indexing earlier documents (sync).
-    """
+    """The statements that index `documents`: their new terms, then (with every term's id)
+    their postings and lengths. Run by ingest (async, in its transaction) and by the migration
+    indexing earlier documents (sync)."""
 
     def __init__(self, dialect: str, documents: Sequence[DocumentTerms]) -> None:
         self.documents = documents
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        frequency: Counter[str] = Counter()
-        for document in documents:
-            frequency.update(document.counts.keys())
-        # Sorted: concurrent ingests lock shared terms in one order, so they wait, never
-        # deadlock.
-        self._terms = [
-            {"term": term, "document_count": count} for term, count in sorted(frequency.items())
-        ]
+        # Sorted: two ingests adding the same new terms wait for each other, never deadlock.
+        self._terms = sorted({term for document in documents for term in document.counts})
 
-    def terms(self) -> list[tuple[Any, list[dict[str, Any]]]]:
-        insert = self._insert(TERMS)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[TERMS.c.term],
-            set_={"document_count": TERMS.c.document_count + insert.excluded.document_count},
-        ).returning(TERMS.c.term, TERMS.c.id)
-        return [(upsert, rows) for rows in _chunks(self._terms)]
+    def terms(self) -> list[tuple[Any, list[dict[str, str]], Any]]:
+        """Per chunk: the INSERT of the terms not stored yet (an existing row is not touched,
+        so not locked), its rows, and the SELECT of every one's id."""
+        insert = self._insert(TERMS).on_conflict_do_nothing(index_elements=[TERMS.c.term])
+        return [
+            (
+                insert,
+                [{"term": term} for term in chunk],
+                select(TERMS.c.term, TERMS.c.id).where(TERMS.c.term.in_(chunk)),
+            )
+            for chunk in _chunks(self._terms)
+        ]
 
     def rest(self, ids: dict[str, int]) -> list[tuple[Any, Any]]:
         """The postings and lengths, once `ids` maps every term to its id."""
@@ -158,8 +160,9 @@ def index_sync(connection: Connection, documents: Sequence[DocumentTerms]) -> No
         return
     writes = IndexWrites(connection.dialect.name, documents)
     ids: dict[str, int] = {}
-    for statement, rows in writes.terms():
-        ids.update((term, term_id) for term, term_id in connection.execute(statement, rows))
+    for insert, rows, select_ids in writes.terms():
+        connection.execute(insert, rows)
+        ids.update((term, term_id) for term, term_id in connection.execute(select_ids))
     for statement, rows in writes.rest(ids):
         connection.execute(statement, rows)
 
@@ -183,6 +186,8 @@ class LexicalIndex:
         self.analyzer = analyzer or Analyzer()
         self.postings_budget = postings_budget
         self._stats: _Stats | None = None
+        # Term id -> documents using it, for as long as the statistics above.
+        self._counts: dict[int, int] = {}
         self._stats_lock = asyncio.Lock()
 
     async def add(self, session: AsyncSession, documents: Sequence[DocumentTerms]) -> None:
@@ -191,40 +196,16 @@ class LexicalIndex:
             return
         writes = IndexWrites(session.get_bind().dialect.name, documents)
         ids: dict[str, int] = {}
-        for statement, rows in writes.terms():
-            result = await session.execute(statement, rows)
-            ids.update((term, term_id) for term, term_id in result.all())
+        for insert, rows, select_ids in writes.terms():
+            await session.execute(insert, rows)
+            ids.update((term, term_id) for term, term_id in await session.execute(select_ids))
         for statement, rows in writes.rest(ids):
             await session.execute(statement, rows)
-        self._stats = None  # the next search counts them
+        self._forget_statistics()  # the next search counts them
 
-    async def remove(self, session: AsyncSession, document_ids: Sequence[int]) -> None:
-        """Take the documents out of the statistics, before their rows (and, by cascade, their
-        postings) are deleted in the same transaction; terms no document uses any more go."""
-        used = (
-            select(DOCUMENT_TERMS.c.term_id)
-            .where(DOCUMENT_TERMS.c.document_id.in_(document_ids))
-            .distinct()
-        )
-        involved = list((await session.scalars(used)).all())
-        for chunk in _chunks(involved):
-            uses = (
-                select(func.count())
-                .where(
-                    DOCUMENT_TERMS.c.term_id == TERMS.c.id,
-                    DOCUMENT_TERMS.c.document_id.in_(document_ids),
-                )
-                .scalar_subquery()
-            )
-            await session.execute(
-                TERMS.update()
-                .where(TERMS.c.id.in_(chunk))
-                .values(document_count=TERMS.c.document_count - uses)
-            )
-            await session.execute(
-                TERMS.delete().where(TERMS.c.id.in_(chunk), TERMS.c.document_count <= 0)
-            )
-        self._stats = None
+    def removed(self) -> None:
+        """Documents were deleted (their postings go with their rows): count without them."""
+        self._forget_statistics()
 
     async def scores(self, query: str, limit: int) -> dict[int, float]:
         """The `limit` documents scoring highest for `query` -> their lexical score, 0 to 1."""
@@ -235,14 +216,14 @@ class LexicalIndex:
             stats = await self._corpus(session)
             if stats.documents == 0:
                 return {}
-            known = {
-                term: (int(term_id), int(count))
-                for term_id, term, count in await session.execute(
-                    select(TERMS.c.id, TERMS.c.term, TERMS.c.document_count).where(
-                        TERMS.c.term.in_(terms)
-                    )
+            ids = {
+                term: int(term_id)
+                for term, term_id in await session.execute(
+                    select(TERMS.c.term, TERMS.c.id).where(TERMS.c.term.in_(terms))
                 )
             }
+            counts = await self._document_counts(session, list(ids.values()))
+            known = {term: (term_id, counts.get(term_id, 0)) for term, term_id in ids.items()}
             # Every query term weighs in the bound, the unknown ones most: they are the
             # information no document holds.
             full = sum(_idf(known.get(term, (0, 0))[1], stats.documents) for term in terms)
@@ -296,6 +277,24 @@ class LexicalIndex:
         result = await session.execute(statement)
         return {int(document_id): float(score) for document_id, score in result.all()}
 
+    async def _document_counts(self, session: AsyncSession, term_ids: list[int]) -> dict[int, int]:
+        """Term id -> how many documents use it: counted from the postings (an index-only
+        scan of the primary key), kept until the statistics are read again."""
+        missing = [term_id for term_id in term_ids if term_id not in self._counts]
+        if missing:
+            result = await session.execute(
+                select(DOCUMENT_TERMS.c.term_id, func.count())
+                .where(DOCUMENT_TERMS.c.term_id.in_(missing))
+                .group_by(DOCUMENT_TERMS.c.term_id)
+            )
+            counted = {int(term_id): int(count) for term_id, count in result.all()}
+            self._counts.update({term_id: counted.get(term_id, 0) for term_id in missing})
+        return {term_id: self._counts[term_id] for term_id in term_ids}
+
+    def _forget_statistics(self) -> None:
+        self._stats = None
+        self._counts.clear()
+
     async def _corpus(self, session: AsyncSession) -> _Stats:
         stats = self._stats
         if stats is not None and time.monotonic() - stats.read_at < STATS_TTL:
@@ -307,6 +306,7 @@ class LexicalIndex:
                         select(func.count(DOCUMENTS.c.term_count), func.avg(DOCUMENTS.c.term_count))
                     )
                 ).one()
+                self._counts.clear()  # read afresh with them
                 self._stats = _Stats(int(count), float(average or 1.0) or 1.0, time.monotonic())
             return self._stats
 

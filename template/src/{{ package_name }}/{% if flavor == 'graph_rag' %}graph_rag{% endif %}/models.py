@@ -67,13 +67,12 @@ class DocumentEntity(Base):
 
 
 class Term(Base):
-    """A word stem of the lexical index and how many documents use it (lexical.py)."""
+    """A word stem of the lexical index (lexical.py)."""
 
     __tablename__ = "terms"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     term: Mapped[str] = mapped_column(String(100), unique=True)
-    document_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class DocumentTerm(Base):

@@ -145,9 +145,9 @@ class Ingestor:
                 self._extractor.extract, document.title, document.text, document.tags
             )
             await self._graph.remove(session, [DocumentGraph(document.id, extraction)])
-            await self._lexical.remove(session, [document.id])
             await repository.delete(session, document.id)
             await session.commit()
+        self._lexical.removed()
         return True
 
     def _extract(self, documents: Sequence[DocumentIn]) -> list[_Extracted]:
