@@ -56,6 +56,8 @@ MAX_QUERY_TERMS = 32
 # 100,000 documents (bench/bench_relevance.py) 5,000 rows kept every nDCG@10 of 20,000 and cut
 # the lexical signal's p95 from 640 to 40 ms.
 POSTINGS_BUDGET = 5_000
+# When some query words are left to that second step, candidates fetched per requested hit.
+COMMON_REORDER = 4
 # Seconds the corpus statistics (document count, average length) are reused; this process's
 # own ingests refresh them at once, other processes' within this time.
 STATS_TTL = 5.0
@@ -231,7 +233,9 @@ class LexicalIndex:
                 return {}
             weights = {term_id: _idf(count, stats.documents) for term_id, count in known.values()}
             rare, common = _split_by_budget(list(known.values()), self.postings_budget)
-            found = await self._score(session, stats, {t: weights[t] for t in rare}, limit)
+            # The common words can still reorder the candidates: more of them than asked for.
+            wanted = limit * COMMON_REORDER if common else limit
+            found = await self._score(session, stats, {t: weights[t] for t in rare}, wanted)
             if common and found:
                 extra = await self._score(
                     session, stats, {t: weights[t] for t in common}, None, list(found)
