@@ -8,12 +8,12 @@ worker configured differently cannot mix vectors of two embedders in one index.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import JsonValue
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,20 +28,38 @@ EMBED_CHUNK = 500
 
 async def embed_job(ctx: JobContext) -> JsonValue:
     ids = [int(i) for i in ctx.arguments["document_ids"]]
-    stored = await embed_documents(ctx.session, ids, str(ctx.arguments["embedder"]))
+    # Documents whose content changed since their vector was computed (absent from jobs
+    # enqueued before updates existed).
+    replace = {int(i) for i in ctx.arguments.get("replace", [])}
+    stored = await embed_documents(ctx.session, ids, str(ctx.arguments["embedder"]), replace)
     return {"embedded": stored}
 
 
 EMBED_JOB_KIND = JobKind(EMBED_JOB, embed_job, public=False)
 
 
-async def embed_documents(session: AsyncSession, document_ids: Sequence[int], setting: str) -> int:
-    """Embed the documents that have no vector yet; how many were stored. Writes through
-    `session`: the caller commits (the job runner does, with the job's success)."""
+async def embed_documents(
+    session: AsyncSession,
+    document_ids: Sequence[int],
+    setting: str,
+    replace: Collection[int] = (),
+) -> int:
+    """Embed the documents that have no vector yet, and those in `replace` again (their
+    content changed); how many were stored. Writes through `session`: the caller commits (the
+    job runner does, with the job's success).
+
+    A replaced vector gets a new row, not an update of the old one: new rows are what the
+    vector index of every process watches for. Whatever order this job and an earlier one of
+    the same document run in, the last vector stored is computed from the current text: this
+    job is enqueued when the new text commits, so it reads that text.
+    """
     embedder = await asyncio.to_thread(embedder_for, setting)  # a model may load from disk
     stored = 0
     for start in range(0, len(document_ids), EMBED_CHUNK):
         chunk = document_ids[start : start + EMBED_CHUNK]
+        stale = [i for i in chunk if i in replace]
+        if stale:
+            await session.execute(delete(Embedding).where(Embedding.document_id.in_(stale)))
         done = set(
             (
                 await session.scalars(

@@ -18,7 +18,7 @@ ScoreArray = NDArray[np.float32]
 
 
 class FaissIndex:
-    """Inner product over L2-normalised vectors (= cosine similarity), keyed by document id.
+    """Inner product over L2-normalised vectors (= cosine similarity), keyed by int64 ids.
 
     `exact` is a flat index (every vector compared: exact, fine up to ~100k vectors); otherwise
     HNSW (approximate, sub-linear). Reads may run in several threads at once; writes must not

@@ -63,8 +63,8 @@ class GraphStore(Protocol):
     async def remove(self, session: AsyncSession, documents: Sequence[DocumentGraph]) -> None:
         """Take back what `add` stored for the documents (their extraction as it was stored):
         their mentions, their share of each relation's weight, and the entities no document
-        names any more. The SQL store writes through `session`, before the documents' rows
-        are deleted in the same transaction."""
+        names any more. The documents' rows stay (a document stored again with new content
+        keeps its id). The SQL store writes through `session`, in the caller's transaction."""
         ...
 
     async def expand(
@@ -244,6 +244,10 @@ class SqlGraphStore:
             )
         await session.execute(
             delete(RELATIONS).where(RELATIONS.c.source_id.in_(involved), RELATIONS.c.weight <= 0)
+        )
+        # The documents' mentions: a document stored again keeps its row.
+        await session.execute(
+            delete(DOCUMENT_ENTITIES).where(DOCUMENT_ENTITIES.c.document_id.in_(ids))
         )
         # Entities no other document names go, with their relations (ON DELETE CASCADE).
         await session.execute(

@@ -205,6 +205,14 @@ class LexicalIndex:
             await session.execute(statement, rows)
         self._forget_statistics()  # the next search counts them
 
+    async def remove(self, session: AsyncSession, document_ids: Sequence[int]) -> None:
+        """Unindex the documents (their rows stay: they are about to be indexed again)."""
+        for chunk in _chunks(list(document_ids)):
+            await session.execute(
+                DOCUMENT_TERMS.delete().where(DOCUMENT_TERMS.c.document_id.in_(chunk))
+            )
+        self._forget_statistics()
+
     def removed(self) -> None:
         """Documents were deleted (their postings go with their rows): count without them."""
         self._forget_statistics()

@@ -110,9 +110,11 @@ class Relation(Base):
 
 class Embedding(Base):
     """One vector per document, written by the embedding job; the FAISS index is rebuilt from
-    these rows. `id` grows with each insert, which is what the index refresh polls."""
+    these rows. `id` grows with each insert, which is what the index refresh polls; it is never
+    reused (AUTOINCREMENT on SQLite), so a new row is never taken for a deleted one."""
 
     __tablename__ = "embeddings"
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     document_id: Mapped[int] = mapped_column(

@@ -11,6 +11,10 @@
   The count is also the watermark that cannot skip a row: embeddings are only ever inserted,
   so while the table holds more rows than the index, some are missing, however far below the
   highest id seen they were committed (see `refresh`).
+- Keys: FAISS keys each vector by its embedding row, mapped here to its document. A document
+  stored again with new content gets a new row (the embedding job replaces the old one), and
+  from then on only the newest row of a document is answered: the old vector stays in FAISS,
+  skipped, until the next rebuild.
 - Shutdown: the index and its manifest are written atomically (temporary file + rename).
 """
 
@@ -22,7 +26,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,6 +57,9 @@ IDS_PER_QUERY = 500
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
+    # What FAISS's ids are: "embedding" rows. (Indexes written before carried document ids;
+    # their manifest lacks the field, fails to load and the index is rebuilt.)
+    keys: str
     embedder: str
     dimensions: int
     kind: str
@@ -75,7 +82,10 @@ class VectorIndex:
         self.embedder = embedder
         self.directory = settings.vector_index_dir
         self._index: FaissIndex | None = None
-        self._indexed: set[int] = set()  # embedding row ids in the index
+        # Embedding row id -> its document, for every vector in the index; document -> its
+        # newest row (the only one searches answer). Written under `_write_lock`.
+        self._document_of: dict[int, int] = {}
+        self._newest: dict[int, int] = {}
         self._last_id = 0
         self._write_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -113,13 +123,23 @@ class VectorIndex:
 
     # --- search ---------------------------------------------------------------------------
     def search_sync(self, query: str, k: int) -> list[tuple[int, float]]:
-        """Embed the query and search (blocking: runs in a worker thread)."""
+        """Embed the query and search (blocking: runs in a worker thread): the `k` nearest
+        documents with their similarity, best first."""
         index = self._index
         if index is None or not self.ready.is_set():
             raise IndexNotReadyError
         vector = self.embedder.embed([query])
         with self._write_lock:
-            return index.search(vector, k)
+            # Vectors replaced by a newer one of their document are skipped: fetch enough
+            # more that k current ones remain.
+            replaced = len(self._document_of) - len(self._newest)
+            found = index.search(vector, k + replaced)
+            hits = []
+            for row, similarity in found:
+                document = self._document_of.get(row)
+                if document is not None and self._newest[document] == row:
+                    hits.append((document, similarity))
+            return hits[:k]
 
     # --- start and refresh ----------------------------------------------------------------
     async def _run(self) -> None:
@@ -163,8 +183,8 @@ class VectorIndex:
             if index.size == manifest.count:
                 self._index, self._last_id = index, manifest.last_id
                 self.loaded_from_disk = True
-                # Ids of the rows it covers (cheap: no vectors read).
-                self._indexed = await self._ids_up_to(manifest.last_id)
+                # The rows it covers and their documents (cheap: no vectors read).
+                self._remember(await self._rows_up_to(manifest.last_id))
                 await self.refresh()
                 return
         await self._build()
@@ -179,7 +199,8 @@ class VectorIndex:
             hnsw_m=self._settings.vector_hnsw_m,
             ef_search=self._settings.vector_hnsw_ef_search,
         )
-        self._index, self._indexed, self._last_id = index, set(), 0
+        self._index, self._last_id = index, 0
+        self._document_of, self._newest = {}, {}
         while await self.refresh(rows=BATCH_ROWS * 4):
             pass
 
@@ -199,7 +220,7 @@ class VectorIndex:
             # Nothing above the last id read, and no more rows than the index holds: nothing
             # new. (Deleted documents take their rows along, so the count alone can stay level
             # while a new row arrives.)
-            if not stored or (newest <= self._last_id and stored <= len(self._indexed)):
+            if not stored or (newest <= self._last_id and stored <= len(self._document_of)):
                 return 0
             result = await session.execute(
                 select(Embedding.id, Embedding.document_id, Embedding.vector)
@@ -211,19 +232,19 @@ class VectorIndex:
                 .limit(rows + LOOKBACK_IDS)
             )
             page = result.all()
-            fetched = [row for row in page if row.id not in self._indexed]
-            if len(page) < rows + LOOKBACK_IDS and stored > len(self._indexed) + len(fetched):
+            fetched = [row for row in page if row.id not in self._document_of]
+            if len(page) < rows + LOOKBACK_IDS and stored > len(self._document_of) + len(fetched):
                 # Every recent row is read, yet some are still missing: committed below the
                 # window by a transaction that stayed open while many others committed.
                 fetched += await self._late_rows(session, {row.id for row in fetched}, rows)
         if not fetched:
             return 0
-        ids = np.fromiter((row.document_id for row in fetched), dtype=np.int64)
+        ids = np.fromiter((row.id for row in fetched), dtype=np.int64)
         vectors: Vectors = np.frombuffer(
             b"".join(row.vector for row in fetched), dtype=np.float32
         ).reshape(len(fetched), self.embedder.dimensions)
-        await asyncio.to_thread(self._add, index, ids, vectors)
-        self._indexed.update(row.id for row in fetched)
+        rows_of = [(row.id, row.document_id) for row in fetched]
+        await asyncio.to_thread(self._add, index, ids, vectors, rows_of)
         self._last_id = max(self._last_id, *(row.id for row in fetched))
         return len(fetched)
 
@@ -237,7 +258,7 @@ class VectorIndex:
                 Embedding.embedder == self.embedder.name,
             )
         )
-        missing = sorted(set(stored.all()) - self._indexed - fetched)[:rows]
+        missing = sorted(set(stored.all()) - self._document_of.keys() - fetched)[:rows]
         late: list[Row[int, int, bytes]] = []
         for start in range(0, len(missing), IDS_PER_QUERY):
             result = await session.execute(
@@ -250,14 +271,28 @@ class VectorIndex:
             logger.info("late-committed embeddings added to the index", extra={"rows": len(late)})
         return late
 
-    def _add(self, index: FaissIndex, ids: IdArray, vectors: Vectors) -> None:
+    def _add(
+        self, index: FaissIndex, ids: IdArray, vectors: Vectors, rows: list[tuple[int, int]]
+    ) -> None:
         with self._write_lock:
             index.add(ids, vectors)
+            self._remember(rows)
 
-    async def _ids_up_to(self, last_id: int) -> set[int]:
+    def _remember(self, rows: Iterable[tuple[int, int]]) -> None:
+        """Map the index's (embedding row, document) pairs; a document's newest row wins."""
+        for row, document in rows:
+            self._document_of[row] = document
+            if row > self._newest.get(document, 0):
+                self._newest[document] = row
+
+    async def _rows_up_to(self, last_id: int) -> list[tuple[int, int]]:
         async with self._database.sessions() as session:
-            result = await session.scalars(select(Embedding.id).where(Embedding.id <= last_id))
-            return set(result.all())
+            result = await session.execute(
+                select(Embedding.id, Embedding.document_id).where(
+                    Embedding.id <= last_id, Embedding.embedder == self.embedder.name
+                )
+            )
+            return [(row.id, row.document_id) for row in result]
 
     async def _still_current(self, manifest: Manifest) -> bool:
         if (manifest.embedder, manifest.dimensions) != (
@@ -290,6 +325,7 @@ class VectorIndex:
         directory.mkdir(parents=True, exist_ok=True)
         with self._write_lock:
             manifest = Manifest(
+                keys="embedding",
                 embedder=self.embedder.name,
                 dimensions=self.embedder.dimensions,
                 kind=index.kind,

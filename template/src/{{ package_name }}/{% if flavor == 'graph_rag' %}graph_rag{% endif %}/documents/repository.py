@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, cast, column, exists, func, select
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, cast, column, exists, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..models import Document
 
 
-async def owned_document(session: AsyncSession, owner: str, document_id: int) -> Document | None:
-    return await session.scalar(
-        select(Document).where(Document.id == document_id, Document.owner == owner)
-    )
+async def owned_document(
+    session: AsyncSession, owner: str, document_id: int, *, lock: bool = False
+) -> Document | None:
+    """One of the owner's documents; with `lock`, locked until the transaction ends."""
+    query = select(Document).where(Document.id == document_id, Document.owner == owner)
+    if lock:
+        query = await locking(session, query)
+    return await session.scalar(query)
+
+
+async def locking(session: AsyncSession, query: Select[Any]) -> Select[Any]:
+    """`query` made to lock what it reads until the transaction ends, so that two writers of
+    one document (two deletes, two updates) take turns and the second sees what the first
+    left: PostgreSQL locks the rows it returns (`FOR UPDATE`); SQLite takes its one write lock
+    before the read (`BEGIN IMMEDIATE`, so it must come first in the transaction).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(text("BEGIN IMMEDIATE"))
+        return query
+    return query.with_for_update()
 
 
 async def owned_documents(

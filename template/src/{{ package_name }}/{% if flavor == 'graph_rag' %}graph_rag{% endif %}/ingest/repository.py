@@ -1,14 +1,15 @@
-"""The document rows ingest writes, looks up and deletes."""
+"""The document rows ingest writes, looks up, updates and deletes."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ..documents.repository import locking
 from ..models import Document
 from .schemas import DocumentIn
 
@@ -16,24 +17,51 @@ from .schemas import DocumentIn
 DOCUMENTS = cast(Table, Document.__table__)
 
 
-async def stored_ids(
+class StoredDocument(NamedTuple):
+    id: int
+    title: str
+    text: str
+    metadata: dict[str, Any]
+    tags: list[str]
+
+    def same_as(self, document: DocumentIn) -> bool:
+        return (self.title, self.text, self.metadata, self.tags) == (
+            document.title,
+            document.text,
+            document.metadata,
+            document.tags,
+        )
+
+
+async def stored_documents(
     session: AsyncSession, external_ids: Collection[str], owner: str | None
-) -> dict[str, int]:
-    """external_id -> id of the owner's documents stored before, among `external_ids`."""
+) -> dict[str, StoredDocument]:
+    """external_id -> the owner's document stored before, among `external_ids`; locked until
+    the transaction ends, so that two ingests updating one document take turns."""
     if not external_ids:
         return {}
-    rows = await session.execute(
-        select(DOCUMENTS.c.external_id, DOCUMENTS.c.id).where(
-            DOCUMENTS.c.owner == owner, DOCUMENTS.c.external_id.in_(external_ids)
+    query = (
+        select(
+            DOCUMENTS.c.external_id,
+            DOCUMENTS.c.id,
+            DOCUMENTS.c.title,
+            DOCUMENTS.c.text,
+            DOCUMENTS.c.metadata,
+            DOCUMENTS.c.tags,
         )
+        .where(DOCUMENTS.c.owner == owner, DOCUMENTS.c.external_id.in_(external_ids))
+        .order_by(DOCUMENTS.c.id)  # locked in one order: two batches never deadlock
     )
-    return {str(key): int(document_id) for key, document_id in rows}
+    rows = await session.execute(await locking(session, query))
+    return {str(row.external_id): StoredDocument(*row[1:]) for row in rows}
 
 
 async def insert_documents(
     session: AsyncSession, documents: Sequence[DocumentIn], owner: str | None, now: datetime
 ) -> list[int]:
     """Insert the documents in one batched statement; their ids, in the documents' order."""
+    if not documents:
+        return []
     # PostgreSQL returns the ids in parameter order from batched statements. SQLite would
     # need one INSERT per row for that; batched, it gives each new row the largest rowid so
     # far plus one (sqlite.org/autoinc.html), so the ids come in parameter order once sorted.
@@ -55,6 +83,35 @@ async def insert_documents(
     )
     ids = [int(i) for i in result.scalars()]
     return ids if postgres else sorted(ids)
+
+
+async def update_documents(
+    session: AsyncSession, documents: Sequence[tuple[int, DocumentIn]]
+) -> None:
+    """Give stored documents (by id) new content; their id, owner, external id and creation
+    time stay."""
+    if not documents:
+        return
+    await session.execute(
+        DOCUMENTS.update()
+        .where(DOCUMENTS.c.id == bindparam("document_id"))
+        .values(
+            title=bindparam("new_title"),
+            text=bindparam("new_text"),
+            metadata=bindparam("new_metadata"),
+            tags=bindparam("new_tags"),
+        ),
+        [
+            {
+                "document_id": document_id,
+                "new_title": document.title,
+                "new_text": document.text,
+                "new_metadata": document.metadata,
+                "new_tags": document.tags,
+            }
+            for document_id, document in documents
+        ],
+    )
 
 
 async def delete(session: AsyncSession, document_id: int) -> None:

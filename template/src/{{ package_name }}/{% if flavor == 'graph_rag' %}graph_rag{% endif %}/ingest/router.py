@@ -60,7 +60,12 @@ async def create_document(
     if stored.job_id is not None:
         response.headers["Location"] = f"/api/jobs/{stored.job_id}"
     (document_id,) = stored.document_ids
-    return Accepted(document_id=document_id, job_id=stored.job_id, created=stored.created == 1)
+    return Accepted(
+        document_id=document_id,
+        job_id=stored.job_id,
+        created=stored.created == 1,
+        updated=stored.updated == 1,
+    )
 
 
 @router.post(
@@ -105,5 +110,6 @@ async def ingest_batch(owner: Owner, request: Request, response: Response) -> Ba
         document_ids=stored.document_ids,
         job_id=stored.job_id,
         created=stored.created,
+        updated=stored.updated,
         errors=errors,
     )

@@ -33,8 +33,10 @@ class DocumentIn(RequestModel):
         default=None,
         min_length=1,
         max_length=200,
-        description="Your own id for the document. Storing one you stored before (a retry "
-        "after a lost answer) stores nothing and answers the stored document's id.",
+        description="Your own id for the document. Storing one you stored before updates "
+        "that document in place (same id; its entities, words and vector follow the new "
+        "content) or, when the content is the same (a retry after a lost answer), changes "
+        "nothing.",
     )
 
     @field_validator("tags")
@@ -46,8 +48,13 @@ class DocumentIn(RequestModel):
 
 class Accepted(BaseModel):
     document_id: int
-    job_id: str | None = Field(description="The embedding job; null when nothing was stored.")
+    job_id: str | None = Field(
+        description="The embedding job; null when nothing was stored or changed."
+    )
     created: bool = Field(description="False when this external_id was stored before.")
+    updated: bool = Field(
+        description="True when this external_id was stored before with other content."
+    )
 
 
 class ItemError(BaseModel):
@@ -61,7 +68,9 @@ class BatchAccepted(BaseModel):
     accepted: int
     document_ids: list[int] = Field(description="In the order of the valid items.")
     job_id: str | None = Field(
-        description="One embedding job for the documents stored now; null when there were none."
+        description="One embedding job for the documents stored or updated now; null when "
+        "there were none."
     )
     created: int = Field(description="Documents stored now; the others had been stored before.")
+    updated: int = Field(description="Documents stored before that got new content now.")
     errors: list[ItemError] = Field(description="Every invalid item, by index and field.")

@@ -2,7 +2,9 @@
 
 Documents, their entities and relations, their lexical index and one embedding job are
 stored in a single transaction; the vectors are computed by the worker. A document whose
-`external_id` its owner stored before is not stored again, so a retried ingest is a no-op.
+`external_id` its owner stored before is updated in place when its content differs (same id;
+its entities, relations and words replaced, its vector recomputed) and left alone when it is
+the same, so a retried ingest is a no-op.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, NamedTuple
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db import Database
 from ...errors import AppError
@@ -27,6 +30,7 @@ from ..extract import Extraction, Extractor
 from ..graph import DocumentGraph, GraphStore
 from ..lexical import DocumentTerms, LexicalIndex
 from . import repository
+from .repository import StoredDocument
 from .schemas import DocumentIn, ItemError
 
 
@@ -44,8 +48,9 @@ class Stored(NamedTuple):
     """What an ingest stored."""
 
     document_ids: list[int]  # every document's id, in order (stored now or before)
-    job_id: str | None  # the embedding job; None when nothing was new
+    job_id: str | None  # the embedding job; None when nothing was new or changed
     created: int  # how many were stored now
+    updated: int  # how many stored before got new content
 
 
 class _Extracted(NamedTuple):
@@ -78,8 +83,8 @@ class Ingestor:
         self.document = TypeAdapter(DocumentIn)
 
     async def store(self, documents: Sequence[DocumentIn], owner: str | None = None) -> Stored:
-        """Store the documents their owner has not stored yet, with their graph and one
-        embedding job, in one transaction."""
+        """Store the documents their owner has not stored yet and update those whose content
+        changed, with their graph and one embedding job, in one transaction."""
         extractions = await asyncio.to_thread(self._extract, documents)
         try:
             return await self._store(documents, extractions, owner)
@@ -93,16 +98,24 @@ class Ingestor:
     ) -> Stored:
         async with self._database.session() as session:
             keys = {d.external_id for d in documents if d.external_id is not None}
-            known = await repository.stored_ids(session, keys, owner)
+            known = await repository.stored_documents(session, keys, owner)
+            id_of = {key: document.id for key, document in known.items()}
             new: list[int] = []  # positions of the documents to store now
+            changed: list[tuple[int, StoredDocument]] = []  # and of those to update
+            seen: set[str] = set()
             for position, document in enumerate(documents):
                 key = document.external_id
-                if key is None or key not in known:
+                if key is not None:
+                    if key in seen:
+                        continue  # the same id twice in one batch: the first one counts
+                    seen.add(key)
+                before = None if key is None else known.get(key)
+                if before is None:
                     new.append(position)
-                    if key is not None:
-                        known[key] = -1  # the same id twice in one batch: stored once
-            if not new:
-                return Stored([known[d.external_id or ""] for d in documents], None, 0)
+                elif not before.same_as(document):
+                    changed.append((position, before))
+            if not new and not changed:
+                return Stored([id_of[d.external_id or ""] for d in documents], None, 0, 0)
             new_ids = await repository.insert_documents(
                 session, [documents[p] for p in new], owner, datetime.now(UTC)
             )
@@ -111,33 +124,57 @@ class Ingestor:
                 ids[position] = document_id
                 key = documents[position].external_id
                 if key is not None:
-                    known[key] = document_id
-            stored = list(zip(new, new_ids, strict=True))
+                    id_of[key] = document_id
+            changed_ids = await self._unindex(session, [before for _, before in changed])
+            await repository.update_documents(
+                session, [(before.id, documents[p]) for p, before in changed]
+            )
+            indexed = [*zip(new, new_ids, strict=True), *((p, b.id) for p, b in changed)]
             await self._graph.add(
-                session, [DocumentGraph(i, extractions[p].graph) for p, i in stored]
+                session, [DocumentGraph(i, extractions[p].graph) for p, i in indexed]
             )
             await self._lexical.add(
-                session, [DocumentTerms(i, extractions[p].terms) for p, i in stored]
+                session, [DocumentTerms(i, extractions[p].terms) for p, i in indexed]
             )
             # Commits the documents, the graph and the job together.
             job = await self._jobs.submit(
                 session,
                 EMBED_JOB,
-                {"document_ids": new_ids, "embedder": self.settings.embedder},
+                {
+                    "document_ids": [*new_ids, *changed_ids],
+                    "embedder": self.settings.embedder,
+                    "replace": changed_ids,
+                },
                 owner=owner,
             )
         every = [
-            known[d.external_id or ""] if i is None else i
+            id_of[d.external_id or ""] if i is None else i
             for i, d in zip(ids, documents, strict=True)
         ]
-        return Stored(every, job.id, len(new))
+        return Stored(every, job.id, len(new), len(changed))
+
+    async def _unindex(self, session: AsyncSession, documents: list[StoredDocument]) -> list[int]:
+        """Take back what storing the documents' current content added to the graph and the
+        lexical index (their rows stay); their ids."""
+        if not documents:
+            return []
+        # The extractor is deterministic: what it finds now is what was stored.
+        extractions = await asyncio.to_thread(
+            lambda: [self._extractor.extract(d.title, d.text, d.tags) for d in documents]
+        )
+        ids = [document.id for document in documents]
+        await self._graph.remove(
+            session, [DocumentGraph(i, e) for i, e in zip(ids, extractions, strict=True)]
+        )
+        await self._lexical.remove(session, ids)
+        return ids
 
     async def remove(self, document_id: int, owner: str) -> bool:
         """Delete one of the owner's documents, and what storing it added: its entities'
         mentions and its share of their relations, its words in the lexical index, its
         embedding. False when the owner has no such document."""
         async with self._database.session() as session:
-            document = await owned_document(session, owner, document_id)
+            document = await owned_document(session, owner, document_id, lock=True)
             if document is None:
                 return False
             # The extractor is deterministic: what it finds now is what was stored.
