@@ -41,6 +41,7 @@ BAD_ANSWERS = [
     pytest.param("package_name", {"package_name": "tomllib"}, id="package-stdlib-3.11"),
     pytest.param("package_name", {"package_name": "pytest_asyncio"}, id="package-dev-dependency"),
     pytest.param("package_name", {"package_name": "neo4j"}, id="package-memgraph-dependency"),
+    pytest.param("package_name", {"package_name": "falkordb"}, id="package-falkordb-dependency"),
     pytest.param("author_email", {"author_email": "not-an-email"}, id="email-no-at"),
     pytest.param("author_email", {"author_email": "a@b"}, id="email-no-tld"),
     pytest.param("description", {"description": 'has "quotes"'}, id="description-quotes"),

@@ -188,31 +188,52 @@ def test_ecs_numbers_are_the_answers(render: Renderer) -> None:
     assert resources["ApiService"]["Properties"]["DesiredCount"] == 3
 
 
+# graph_store -> (image, compose URL, CI port mapping, CI URL).
+GRAPH_SERVERS = {
+    "memgraph": (
+        "memgraph/memgraph:",
+        ("MEMGRAPH_URL", "bolt://memgraph:7687"),
+        "7687:7687",
+        "bolt://127.0.0.1:7687",
+    ),
+    # Beside the Redis service container, which has 6379.
+    "falkordb": (
+        "falkordb/falkordb:",
+        ("FALKORDB_URL", "redis://falkordb:6379"),
+        "6380:6379",
+        "redis://127.0.0.1:6380",
+    ),
+}
+
+
 @ARTIFACTS
-def test_memgraph_runs_in_compose_and_ci(projects: list[Path]) -> None:
-    """graph_store=memgraph: compose starts a healthy Memgraph the app waits for, and the
-    generated CI runs the tests with MEMGRAPH_URL pointing at a Memgraph service container."""
+@pytest.mark.parametrize("store", sorted(GRAPH_SERVERS))
+def test_a_graph_server_runs_in_compose_and_ci(projects: list[Path], store: str) -> None:
+    """graph_store=memgraph|falkordb: compose starts a healthy server the app waits for, and
+    the generated CI runs the tests with its URL pointing at a service container."""
+    image, (setting, compose_url), ports, ci_url = GRAPH_SERVERS[store]
     checked = 0
     for project in projects:
         answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
         compose = yaml.safe_load((project / "compose.yaml").read_text())
         workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
         test_job = workflow["jobs"]["test"]
-        if answers.get("graph_store") != "memgraph":
-            assert "memgraph" not in compose["services"], project.name
-            assert "memgraph" not in test_job["services"], project.name
+        if answers.get("graph_store") != store:
+            assert store not in compose["services"], project.name
+            assert store not in test_job["services"], project.name
+            assert setting not in test_job["env"], project.name
             continue
         checked += 1
-        memgraph = compose["services"]["memgraph"]
-        assert memgraph["image"].startswith("memgraph/memgraph")
-        assert "healthcheck" in memgraph
+        server = compose["services"][store]
+        assert server["image"].startswith(image)
+        assert "healthcheck" in server
         api = compose["services"]["api"]
-        assert api["environment"]["MEMGRAPH_URL"] == "bolt://memgraph:7687"
+        assert api["environment"][setting] == compose_url
         # The api starts after `migrate`, which waits for the healthy services it shares.
         migrate = compose["services"]["migrate"]
-        assert migrate["depends_on"]["memgraph"] == {"condition": "service_healthy"}
-        service = test_job["services"]["memgraph"]
-        assert service["image"].startswith("memgraph/memgraph")
-        assert "7687:7687" in service["ports"]
-        assert test_job["env"]["MEMGRAPH_URL"] == "bolt://127.0.0.1:7687"
-    assert checked, "no artifact variant has graph_store=memgraph"
+        assert migrate["depends_on"][store] == {"condition": "service_healthy"}
+        service = test_job["services"][store]
+        assert service["image"].startswith(image)
+        assert ports in service["ports"]
+        assert test_job["env"][setting] == ci_url
+    assert checked, f"no artifact variant has graph_store={store}"

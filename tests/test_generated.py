@@ -17,6 +17,7 @@ later is covered as well.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 import variants as V
 from conftest import Renderer, SharedVenvs, file_lock
+from harness import falkordb
 from harness.processes import project_env, run, tail
 from harness.suites import MYPY_TIMEOUT, run_suite, skips_for_given_services
 
@@ -128,12 +130,21 @@ def test_suite_real_services(
     shared_venv: SharedVenvs,
     work_copy: Callable[[Path], Path],
     service_urls: dict[str, str],
+    tmp_path: Path,
 ) -> None:
-    """DATABASE_URL, REDIS_URL, RABBITMQ_URL point at the real PostgreSQL, Redis, RabbitMQ;
-    then, for one variant per queue backend (SLOW_VARIANTS), the `slow` tests, as the
-    project's CI runs them."""
+    """DATABASE_URL, REDIS_URL, RABBITMQ_URL point at the real PostgreSQL, Redis, RabbitMQ
+    (and FALKORDB_URL at a FalkorDB server of this run's own, for graph_store=falkordb); then,
+    for one variant per queue backend (SLOW_VARIANTS), the `slow` tests, as the project's CI
+    runs them."""
     venv = shared_venv(variant.python)
     project = work_copy(render(variant))
-    run_suite(project, venv, service_urls, f"{variant.id} (real services)")
-    if variant.id in SLOW_VARIANTS:
-        run_suite(project, venv, service_urls, f"{variant.id} (slow)", marker="slow")
+    with contextlib.ExitStack() as stack:
+        services = dict(service_urls)
+        if falkordb.uses_falkordb(project):
+            # The whole suite with FalkorDB as the graph store, on a server of this run's own.
+            services["FALKORDB_URL"] = stack.enter_context(
+                falkordb.private_server(tmp_path / "falkordb")
+            )
+        run_suite(project, venv, services, f"{variant.id} (real services)")
+        if variant.id in SLOW_VARIANTS:
+            run_suite(project, venv, services, f"{variant.id} (slow)", marker="slow")

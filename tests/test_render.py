@@ -1,6 +1,6 @@
 """Every variant of the full answer matrix renders into a clean project.
 
-For each of the 324 variants (tests/variants.py): Copier renders it; no file content or file
+For each of the 432 variants (tests/variants.py): Copier renders it; no file content or file
 name carries leftover Jinja; `ruff check` and `ruff format --check` pass with the project's own
 configuration; every .py file compiles on the variant's Python version; and the answers file
 records the answers (and nothing that was not asked).

@@ -8,10 +8,10 @@ A *variant* is one combination of the five answers that change what is generated
 Every choice list is read from copier.yml, so a new choice there shows up here (and in CI)
 without editing this file. Two sets are derived:
 
-- ``all_variants()``: the full cartesian product (3 x 4 x 3 x 3 x 3 = 324 today).
+- ``all_variants()``: the full cartesian product (4 x 4 x 3 x 3 x 3 = 432 today).
 - ``covering_set()``: the pairwise covering set, checked in below as data (``COVERING``):
   every value of every factor and every pair of values of any two factors appears in at least
-  one variant, in the fewest rows possible (the product of the two largest factors: 4 x 3 = 12
+  one variant, in the fewest rows possible (the product of the two largest factors: 4 x 4 = 16
   today). ``tests/test_render.py`` checks both; when a new choice breaks the cover, the failure
   lists the pairs no row has, and a row or two added here (or a changed cell) restores it.
 
@@ -101,7 +101,8 @@ def question_default(question: str, questions: Mapping[str, Any] | None = None) 
 
 def factor_levels(questions: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
     """Factor name -> its levels. ``queue`` is queue_backend with celery split by broker;
-    ``flavor`` has graph_rag split by graph store (graph_rag_sql, graph_rag_memgraph)."""
+    ``flavor`` has graph_rag split by graph store (graph_rag_sql, graph_rag_memgraph,
+    graph_rag_falkordb)."""
     questions = questions if questions is not None else load_questions()
     levels: dict[str, list[str]] = {}
     for factor, question in FACTORS:
@@ -204,6 +205,10 @@ COVERING = (
     ("graph_rag_memgraph", "celery_rabbitmq", "memory", "none", "3.11"),
     ("graph_rag_memgraph", "arq", "none", "kubernetes", "3.13"),
     ("graph_rag_memgraph", "none", "redis", "kubernetes", "3.12"),
+    ("graph_rag_falkordb", "celery_redis", "memory", "none", "3.12"),
+    ("graph_rag_falkordb", "celery_rabbitmq", "none", "kubernetes", "3.11"),
+    ("graph_rag_falkordb", "arq", "redis", "ecs", "3.11"),
+    ("graph_rag_falkordb", "none", "memory", "kubernetes", "3.13"),
     ("fintech", "celery_redis", "memory", "kubernetes", "3.11"),
     ("fintech", "celery_rabbitmq", "none", "ecs", "3.12"),
     ("fintech", "arq", "redis", "none", "3.11"),
@@ -212,7 +217,7 @@ COVERING = (
 
 
 def covering_set() -> list[Variant]:
-    """The pairwise covering set (COVERING), 12 variants for 3x4x3x3x3."""
+    """The pairwise covering set (COVERING), 16 variants for 4x4x3x3x3."""
     return [Variant(*row) for row in COVERING]
 
 
@@ -243,7 +248,7 @@ GITHUB_MATRIX_LIMIT = 256
 def github_matrix(shard_by: Sequence[str] | None = None) -> dict[str, Any]:
     """One matrix entry per group of variants sharing ``shard_by``. By default every field (one
     render-and-lint job per variant) while that fits GitHub's 256-job limit, else every field
-    but the Python version (324 variants today: 108 jobs of 3)."""
+    but the Python version (432 variants today: 144 jobs of 3)."""
     if shard_by is None:
         every = ("flavor", "queue", "cache", "autoscaling", "python")
         fits = len(all_variants()) <= GITHUB_MATRIX_LIMIT

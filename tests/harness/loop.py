@@ -26,6 +26,7 @@ from conftest import (
     require_interpreter,
 )
 
+from harness import falkordb
 from harness.processes import SERVICE_ENV, project_env, run
 from harness.template import copy_template_root
 
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
     extra: dict[str, str] = {}
     if args.services:
         extra = {app: os.environ[test] for app, test in SERVICE_ENV.items()}
-    env = project_env(project, venv, extra)
+    env = project_env(project, venv, {**falkordb.suite_env(project), **extra})
     steps = [
         ("ruff check", [python, "-m", "ruff", "check", "."]),
         ("ruff format", [python, "-m", "ruff", "format", "--check", "."]),

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from harness import falkordb
 from harness.processes import project_env, run, tail
 
 # A generated suite runs in well under a minute; a run that takes minutes has hung.
@@ -53,7 +54,7 @@ def run_suite(
     project: Path, venv: Path, extra_env: dict[str, str], label: str, *, marker: str = ""
 ) -> None:
     """The project's suite; with `marker`, the tests so marked (the plain run leaves them out)."""
-    env = project_env(project, venv, extra_env)
+    env = project_env(project, venv, {**falkordb.suite_env(project), **extra_env})
     # --timeout (pytest-timeout, added to the shared venvs by conftest.py) fails a hung test
     # with its stack instead of losing the whole run to SUITE_TIMEOUT.
     cmd = [

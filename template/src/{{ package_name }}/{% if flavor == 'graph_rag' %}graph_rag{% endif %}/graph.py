@@ -1,8 +1,9 @@
 """The graph store: entities, their co-occurrence relations, and which documents mention them.
 
 `SqlGraphStore` keeps them in the app database and walks relations with a recursive CTE (the
-same SQL on SQLite and PostgreSQL). The Memgraph adapter, where generated, implements the
-same protocol; tests/test_graph_contract.py runs one contract against both.
+same SQL on SQLite and PostgreSQL). The Cypher stores, where generated (cypher.py: Memgraph,
+FalkorDB), implement the same protocol; tests/test_graph_contract.py runs one contract
+against each.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Integer, String, Table, bindparam, delete, func, select, text, update
+from sqlalchemy import String, Table, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -68,16 +69,11 @@ class GraphStore(Protocol):
         ...
 
     async def expand(
-        self,
-        keys: Sequence[str],
-        document_ids: Sequence[int],
-        depth: int,
-        limit: int,
-        max_documents: int | None = None,
+        self, keys: Sequence[str], depth: int, limit: int, max_documents: int | None = None
     ) -> dict[int, int]:
-        """Documents reachable from the entities named by `keys` or mentioned by
-        `document_ids`, through at most `depth` relations -> the fewest hops. Entities
-        mentioned by more than `max_documents` documents are neither seeds nor steps."""
+        """Documents reachable from the entities named by `keys`, through at most `depth`
+        relations -> the fewest hops; the `limit` nearest. Entities mentioned by more than
+        `max_documents` documents are neither seeds nor steps."""
         ...
 
 
@@ -85,25 +81,18 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
-# Seeds at hop 0, then one relation per step. UNION (not UNION ALL) drops repeated
-# (entity, hops) rows, and `hops < :depth` bounds the walk even on cycles. An entity named by
-# more than :max_documents documents (a common tag) is skipped like a stop word: it would pull
-# thousands of rows into the walk and rank them by id only. Every step is an index lookup:
-# entities by key or id, document_entities by its primary key (document_id first) or by
-# ix_document_entities_entity_id, relations by its primary key (source_id first). CROSS JOIN
+# The query's entities at hop 0, then one relation per step. UNION (not UNION ALL) drops
+# repeated (entity, hops) rows, and `hops < :depth` bounds the walk even on cycles. An entity
+# named by more than :max_documents documents (a common tag) is skipped like a stop word: it
+# would pull thousands of rows into the walk and rank them by id only. Every step is an index
+# lookup: entities by key or id, document_entities by ix_document_entities_entity_id,
+# relations by their primary key (source_id first). CROSS JOIN
 # makes SQLite (no statistics) drive the last join from the few walked entities instead of
 # scanning document_entities; PostgreSQL plans it like an inner join.
 EXPAND_SQL = """
 WITH RECURSIVE
-seeds(entity_id) AS (
-    SELECT id FROM entities WHERE key IN :keys AND document_count <= :max_documents
-    UNION
-    SELECT de.entity_id
-    FROM document_entities AS de JOIN entities AS e ON e.id = de.entity_id
-    WHERE de.document_id IN :document_ids AND e.document_count <= :max_documents
-),
 walk(entity_id, hops) AS (
-    SELECT entity_id, 0 FROM seeds
+    SELECT id, 0 FROM entities WHERE key IN :keys AND document_count <= :max_documents
     UNION
     SELECT r.target_id, w.hops + 1
     FROM walk AS w
@@ -129,10 +118,7 @@ class SqlGraphStore:
     def __init__(self, database: Database) -> None:
         self._database = database
         # Typed, so an empty list renders as an empty set of the right type on PostgreSQL.
-        keys = bindparam("keys", expanding=True, type_=String)
-        self._expand = text(EXPAND_SQL).bindparams(
-            keys, bindparam("document_ids", expanding=True, type_=Integer)
-        )
+        self._expand = text(EXPAND_SQL).bindparams(bindparam("keys", expanding=True, type_=String))
 
     async def open(self) -> None:
         """The tables live in the app database, opened before this store."""
@@ -255,19 +241,12 @@ class SqlGraphStore:
         )
 
     async def expand(
-        self,
-        keys: Sequence[str],
-        document_ids: Sequence[int],
-        depth: int,
-        limit: int,
-        max_documents: int | None = None,
+        self, keys: Sequence[str], depth: int, limit: int, max_documents: int | None = None
     ) -> dict[int, int]:
-        if not keys and not document_ids:
+        if not keys:
             return {}
         parameters = {
-            # An empty IN list is valid SQL only through SQLAlchemy's expanding parameters.
             "keys": list(keys),
-            "document_ids": list(document_ids),
             "depth": depth,
             "limit": limit,
             "max_documents": NO_CAP if max_documents is None else max_documents,

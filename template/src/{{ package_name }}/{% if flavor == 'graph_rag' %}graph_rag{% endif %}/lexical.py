@@ -292,7 +292,10 @@ class LexicalIndex:
     async def _document_counts(self, session: AsyncSession, term_ids: list[int]) -> dict[int, int]:
         """Term id -> how many documents use it: counted from the postings (an index-only
         scan of the primary key), kept until the statistics are read again."""
-        missing = [term_id for term_id in term_ids if term_id not in self._counts]
+        # Built here, not read back from the cache after the query: a write may clear the cache
+        # while the query runs.
+        counts = {term_id: self._counts[term_id] for term_id in term_ids if term_id in self._counts}
+        missing = [term_id for term_id in term_ids if term_id not in counts]
         if missing:
             result = await session.execute(
                 select(DOCUMENT_TERMS.c.term_id, func.count())
@@ -300,8 +303,10 @@ class LexicalIndex:
                 .group_by(DOCUMENT_TERMS.c.term_id)
             )
             counted = {int(term_id): int(count) for term_id, count in result.all()}
-            self._counts.update({term_id: counted.get(term_id, 0) for term_id in missing})
-        return {term_id: self._counts[term_id] for term_id in term_ids}
+            fresh = {term_id: counted.get(term_id, 0) for term_id in missing}
+            self._counts.update(fresh)
+            counts.update(fresh)
+        return counts
 
     def _forget_statistics(self) -> None:
         self._stats = None

@@ -172,7 +172,7 @@ class SearchEngine:
 
     async def graph_signal(self, keys: list[str], limit: int) -> dict[int, int]:
         """Documents the graph walk reaches from the query's entities -> hops."""
-        return await self.graph.expand(keys, [], self.depth, limit, self.max_documents)
+        return await self.graph.expand(keys, self.depth, limit, self.max_documents)
 
     async def _vector_search(
         self, query: str, k: int
