@@ -1,5 +1,16 @@
 """The graph store: entities, their co-occurrence relations, and which documents mention them.
 
+The walk that ranks documents for a query (every store computes the same numbers):
+- each entity the query names starts with weight 1;
+- each step carries every walked entity's weight to each entity related to it, divided by how
+  many documents name that entity: a rare neighbour (a person named in three documents)
+  passes on more than a common one (a city named in a hundred);
+- a document gets the weight of every walked entity it names, divided again by how many
+  documents name that entity.
+The walk stops after `depth` steps and never enters an entity named by more than
+`max_documents` documents. A document's `hops` is its distance from the nearest query entity
+(0 when it names one).
+
 `SqlGraphStore` keeps them in the app database and walks relations with a recursive CTE (the
 same SQL on SQLite and PostgreSQL). The Cypher stores, where generated (cypher.py: Memgraph,
 FalkorDB), implement the same protocol; tests/test_graph_contract.py runs one contract
@@ -12,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import String, Table, bindparam, delete, func, select, text, update
+from sqlalchemy import String, Table, TextClause, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +41,14 @@ NO_CAP = 2**31 - 1
 ENTITIES = cast(Table, Entity.__table__)
 DOCUMENT_ENTITIES = cast(Table, DocumentEntity.__table__)
 RELATIONS = cast(Table, Relation.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    """A document the graph walk reached."""
+
+    hops: int
+    weight: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +89,9 @@ class GraphStore(Protocol):
 
     async def expand(
         self, keys: Sequence[str], depth: int, limit: int, max_documents: int | None = None
-    ) -> dict[int, int]:
-        """Documents reachable from the entities named by `keys`, through at most `depth`
-        relations -> the fewest hops; the `limit` nearest. Entities mentioned by more than
-        `max_documents` documents are neither seeds nor steps."""
+    ) -> dict[int, Reached]:
+        """The walk from the entities named by `keys` (see the module docstring): the `limit`
+        documents with the most weight, heaviest first (ties: nearest, then by id)."""
         ...
 
 
@@ -81,35 +99,52 @@ def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
-# The query's entities at hop 0, then one relation per step. UNION (not UNION ALL) drops
-# repeated (entity, hops) rows, and `hops < :depth` bounds the walk even on cycles. An entity
-# named by more than :max_documents documents (a common tag) is skipped like a stop word: it
-# would pull thousands of rows into the walk and rank them by id only. Every step is an index
-# lookup: entities by key or id, document_entities by ix_document_entities_entity_id,
-# relations by their primary key (source_id first). CROSS JOIN
-# makes SQLite (no statistics) drive the last join from the few walked entities instead of
-# scanning document_entities; PostgreSQL plans it like an inner join.
-EXPAND_SQL = """
-WITH RECURSIVE
-walk(entity_id, hops) AS (
-    SELECT id, 0 FROM entities WHERE key IN :keys AND document_count <= :max_documents
-    UNION
-    SELECT r.target_id, w.hops + 1
-    FROM walk AS w
-    JOIN relations AS r ON r.source_id = w.entity_id
-    JOIN entities AS e ON e.id = r.target_id
-    WHERE w.hops < :depth AND e.document_count <= :max_documents
-),
-nearest(entity_id, hops) AS (
-    SELECT entity_id, MIN(hops) FROM walk GROUP BY entity_id
+def expand_sql(depth: int) -> str:
+    """The walk (see the module docstring) as one query, a CTE per step: each step's weights
+    are summed per entity before the next, so the query grows with the depth, not with the
+    number of paths. Every step is an index lookup: entities by key or id, relations by their
+    primary key (source_id first), document_entities by ix_document_entities_entity_id. CROSS
+    JOIN makes SQLite (no statistics) drive the last join from the few walked entities instead
+    of scanning document_entities; PostgreSQL plans it like an inner join."""
+    steps = [
+        "step0(entity_id, weight) AS (\n"
+        "    SELECT id, 1.0 FROM entities\n"
+        "    WHERE key IN :keys AND document_count BETWEEN 1 AND :max_documents\n"
+        ")"
+    ]
+    for n in range(1, depth + 1):
+        steps.append(
+            f"step{n}(entity_id, weight) AS (\n"
+            f"    SELECT r.target_id, SUM(s.weight / e.document_count)\n"
+            f"    FROM step{n - 1} AS s\n"
+            f"    JOIN relations AS r ON r.source_id = s.entity_id\n"
+            f"    JOIN entities AS e ON e.id = r.target_id\n"
+            f"    WHERE e.document_count BETWEEN 1 AND :max_documents\n"
+            f"    GROUP BY r.target_id\n"
+            f")"
+        )
+    walked = "\n    UNION ALL\n".join(
+        f"    SELECT entity_id, {n} AS hops, weight FROM step{n}" for n in range(depth + 1)
+    )
+    return (
+        "WITH\n"
+        + ",\n".join(steps)
+        + ",\nwalked(entity_id, hops, weight) AS (\n"
+        + walked
+        + "\n),\n"
+        + """reached(entity_id, hops, weight) AS (
+    SELECT entity_id, MIN(hops), SUM(weight) FROM walked GROUP BY entity_id
 )
-SELECT de.document_id, MIN(n.hops) AS hops
-FROM nearest AS n CROSS JOIN document_entities AS de
+SELECT de.document_id, MIN(n.hops) AS hops, SUM(n.weight / e.document_count) AS weight
+FROM reached AS n
+CROSS JOIN document_entities AS de
+JOIN entities AS e ON e.id = n.entity_id
 WHERE de.entity_id = n.entity_id
 GROUP BY de.document_id
-ORDER BY hops, de.document_id
+ORDER BY weight DESC, hops, de.document_id
 LIMIT :limit
 """
+    )
 
 
 class SqlGraphStore:
@@ -117,8 +152,7 @@ class SqlGraphStore:
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        # Typed, so an empty list renders as an empty set of the right type on PostgreSQL.
-        self._expand = text(EXPAND_SQL).bindparams(bindparam("keys", expanding=True, type_=String))
+        self._expand: dict[int, TextClause] = {}  # by depth
 
     async def open(self) -> None:
         """The tables live in the app database, opened before this store."""
@@ -242,18 +276,25 @@ class SqlGraphStore:
 
     async def expand(
         self, keys: Sequence[str], depth: int, limit: int, max_documents: int | None = None
-    ) -> dict[int, int]:
+    ) -> dict[int, Reached]:
         if not keys:
             return {}
+        statement = self._expand.get(depth)
+        if statement is None:
+            # Typed, so an empty list renders as an empty set of the right type on PostgreSQL.
+            keys_parameter = bindparam("keys", expanding=True, type_=String)
+            statement = self._expand[depth] = text(expand_sql(depth)).bindparams(keys_parameter)
         parameters = {
             "keys": list(keys),
-            "depth": depth,
             "limit": limit,
             "max_documents": NO_CAP if max_documents is None else max_documents,
         }
         async with self._database.sessions() as session:
-            result = await session.execute(self._expand, parameters)
-            return {int(document_id): int(hops) for document_id, hops in result.all()}
+            result = await session.execute(statement, parameters)
+            return {
+                int(document_id): Reached(int(hops), float(weight))
+                for document_id, hops, weight in result.all()
+            }
 
 
 def _is_postgres(session: AsyncSession) -> bool:

@@ -22,8 +22,11 @@ class ScoreBreakdown(BaseModel):
         "words it lacks. The same on SQLite and PostgreSQL."
     )
     graph: float = Field(
-        description="1 / (1 + hops): 1 for a document naming an entity of the query, 0.5 one "
-        "relation away, 0.33 two; 0 when the graph walk did not reach it."
+        description="How much of the graph walk from the query's entities reaches the "
+        "document, relative to the document it reaches most, square-rooted: 1 for that "
+        "document; more for documents naming rare entities close to the query's than for "
+        "those reached through common ones; 0 when the walk did not reach it (the query names "
+        "no known entity, or it is more than SEARCH_GRAPH_DEPTH relations away)."
     )
 
 

@@ -4,10 +4,12 @@
 registry, so its only dependencies are authentication and the rate limit: no per-request
 dependency chain on the hot path.
 
-Scores, each in [0, 1] and absolute (not relative to the other hits), per hit:
+Scores, each in [0, 1], per hit (vector and lexical absolute, graph relative to the walk):
 - vector: cosine similarity of the query and the document;
 - lexical: BM25 over the sum of the query's IDFs, capped at 1 (lexical.py);
-- graph: 1 / (1 + hops) from the entities the query names.
+- graph: the graph walk's weight on the document (graph.py) relative to the heaviest document
+  it reached, square-rooted (measured: the root ranks better than the weight itself, which
+  falls off steeply after the first few documents).
 The total is their weighted sum (`Weights`, from settings). When even the best hit scores
 below SEARCH_MIN_SCORE the answer has no hits: a query nothing answers gets none rather than
 the least bad documents.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from typing import Self
 
@@ -26,7 +29,7 @@ from ...db import Database
 from ...observability import Metrics
 from ...settings import Settings
 from ..extract import Extractor
-from ..graph import GraphStore
+from ..graph import GraphStore, Reached
 from ..lexical import LexicalIndex
 from ..vectors import IndexNotReadyError, VectorIndex
 from . import repository
@@ -128,9 +131,11 @@ class SearchEngine:
                 candidates.setdefault(document_id, _Candidate()).vector = similarity
         for document_id, score in lexical.items():
             candidates.setdefault(document_id, _Candidate()).lexical = score
-        for document_id, hops in reached.items():
+        heaviest = max((found.weight for found in reached.values()), default=0.0)
+        for document_id, found in reached.items():
             candidate = candidates.setdefault(document_id, _Candidate())
-            candidate.graph, candidate.hops = 1.0 / (1 + hops), hops
+            candidate.graph = math.sqrt(found.weight / heaviest) if heaviest > 0 else 0.0
+            candidate.hops = found.hops
 
         documents: dict[int, repository.Shown] | None = None
         if tag is not None:  # among the candidates the signals found, read once for both
@@ -170,8 +175,8 @@ class SearchEngine:
         ]
         return SearchResult(query=query, degraded=reason is not None, reason=reason, hits=hits)
 
-    async def graph_signal(self, keys: list[str], limit: int) -> dict[int, int]:
-        """Documents the graph walk reaches from the query's entities -> hops."""
+    async def graph_signal(self, keys: list[str], limit: int) -> dict[int, Reached]:
+        """The documents the graph walk reaches from the query's entities, heaviest first."""
         return await self.graph.expand(keys, self.depth, limit, self.max_documents)
 
     async def _vector_search(
