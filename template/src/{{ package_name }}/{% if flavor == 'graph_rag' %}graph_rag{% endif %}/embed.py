@@ -27,6 +27,9 @@ Vectors = NDArray[np.float32]
 class Embedder(Protocol):
     name: str
     dimensions: int
+    # The cosine unrelated texts commonly reach: search counts only what is above it
+    # (SEARCH_VECTOR_FLOOR overrides it). Measured by bench/bench_relevance.py.
+    similarity_floor: float
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """One L2-normalised row per text (CPU-bound: call it off the event loop)."""
@@ -42,6 +45,9 @@ def normalise(vectors: Vectors) -> Vectors:
 class HashingEmbedder:
     name = "hashing-384"
     dimensions = DIMENSIONS
+    # Unrelated texts share no words: their vectors only meet on hash collisions. A floor
+    # cost more than it gave (hand-written questions lost their paraphrased answers).
+    similarity_floor = 0.0
 
     def __init__(self) -> None:
         from sklearn.feature_extraction.text import HashingVectorizer
@@ -65,6 +71,10 @@ class HashingEmbedder:
 class SemanticEmbedder:
     name = "all-minilm-l6-v2"
     dimensions = DIMENSIONS
+    # Unrelated sentences commonly score 0.2 to 0.4 with this model; unscaled, they let
+    # unrelated documents into answers (19% of unanswerable questions got hits at 1,000
+    # documents, none with the floor).
+    similarity_floor = 0.3
 
     def __init__(self) -> None:
         try:

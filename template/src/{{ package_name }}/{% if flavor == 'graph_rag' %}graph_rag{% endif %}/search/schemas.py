@@ -12,8 +12,10 @@ MAX_K = 50
 
 class ScoreBreakdown(BaseModel):
     vector: float = Field(
-        description="Cosine similarity of the query and the document, 0 to 1; 0 when the "
-        "document is not among the vector search's nearest, or the answer is degraded."
+        description="Cosine similarity of the query and the document above the embedder's "
+        "floor (SEARCH_VECTOR_FLOOR; hashing 0, semantic 0.3), rescaled to 0..1: (cosine - "
+        "floor) / (1 - floor). 0 at or below the floor, when the document is not among the "
+        "vector search's nearest, or when the answer is degraded."
     )
     lexical: float = Field(
         description="BM25 of the query's words (stemmed, stop words dropped) in the title "

@@ -5,7 +5,8 @@ registry, so its only dependencies are authentication and the rate limit: no per
 dependency chain on the hot path.
 
 Scores, each in [0, 1], per hit (vector and lexical absolute, graph relative to the walk):
-- vector: cosine similarity of the query and the document;
+- vector: cosine similarity of the query and the document above the embedder's floor
+  (SEARCH_VECTOR_FLOOR), rescaled to [0, 1] (below the floor: 0);
 - lexical: BM25 over the sum of the query's IDFs, capped at 1 (lexical.py);
 - graph: the graph walk's weight on the document (graph.py) relative to the heaviest document
   it reached, square-rooted (measured: the root ranks better than the weight itself, which
@@ -97,6 +98,8 @@ class SearchEngine:
         self.extractor = extractor
         self.weights = Weights.of(settings)
         self.min_score = settings.search_min_score
+        floor = settings.search_vector_floor
+        self.vector_floor = vectors.embedder.similarity_floor if floor is None else floor
         self.timeout = settings.search_timeout
         self.depth = settings.search_graph_depth
         self.max_documents = settings.search_entity_max_documents
@@ -127,8 +130,9 @@ class SearchEngine:
 
         candidates: dict[int, _Candidate] = {}
         for document_id, similarity in vector_hits:
-            if similarity > 0:
-                candidates.setdefault(document_id, _Candidate()).vector = similarity
+            if similarity > self.vector_floor:
+                rescaled = (similarity - self.vector_floor) / (1 - self.vector_floor)
+                candidates.setdefault(document_id, _Candidate()).vector = rescaled
         for document_id, score in lexical.items():
             candidates.setdefault(document_id, _Candidate()).lexical = score
         heaviest = max((found.weight for found in reached.values()), default=0.0)
