@@ -177,11 +177,10 @@ class Ingestor:
             document = await owned_document(session, owner, document_id, lock=True)
             if document is None:
                 return False
-            # The extractor is deterministic: what it finds now is what was stored.
-            extraction = await asyncio.to_thread(
-                self._extractor.extract, document.title, document.text, document.tags
+            stored = StoredDocument(
+                document.id, document.title, document.text, document.meta, document.tags
             )
-            await self._graph.remove(session, [DocumentGraph(document.id, extraction)])
+            await self._unindex(session, [stored])
             await repository.delete(session, document.id)
             await session.commit()
         self._lexical.removed()
