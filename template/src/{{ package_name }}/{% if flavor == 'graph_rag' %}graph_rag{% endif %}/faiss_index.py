@@ -67,6 +67,15 @@ class FaissIndex:
         similarity: ScoreArray = scores[0]
         return [(int(i), float(s)) for i, s in zip(found, similarity, strict=True) if i >= 0]
 
+    def similarity(self, query: NDArray[np.float32], ids: IdArray) -> ScoreArray:
+        """The similarity of `query` to the stored vector of each of `ids`, in their order
+        (every id must be in the index)."""
+        if not len(ids):
+            return np.empty(0, dtype=np.float32)
+        stored: NDArray[np.float32] = self._raw.reconstruct_batch(ids)
+        scores: ScoreArray = stored @ query[0]
+        return scores
+
 
 def set_threads(count: int) -> None:
     """FAISS's OpenMP threads per search; searches already run concurrently in threads."""

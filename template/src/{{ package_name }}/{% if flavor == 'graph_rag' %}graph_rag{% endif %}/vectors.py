@@ -125,10 +125,14 @@ class VectorIndex:
     def search_sync(self, query: str, k: int) -> list[tuple[int, float]]:
         """Embed the query and search (blocking: runs in a worker thread): the `k` nearest
         documents with their similarity, best first."""
+        return self.nearest_sync(self.embedder.embed([query]), k)
+
+    def nearest_sync(self, vector: Vectors, k: int) -> list[tuple[int, float]]:
+        """The `k` documents nearest an embedded query, with their similarity, best first
+        (blocking)."""
         index = self._index
         if index is None or not self.ready.is_set():
             raise IndexNotReadyError
-        vector = self.embedder.embed([query])
         with self._write_lock:
             # Vectors replaced by a newer one of their document are skipped: fetch enough
             # more that k current ones remain.
@@ -140,6 +144,18 @@ class VectorIndex:
                 if document is not None and self._newest[document] == row:
                     hits.append((document, similarity))
             return hits[:k]
+
+    def similarity_sync(self, vector: Vectors, documents: Iterable[int]) -> dict[int, float]:
+        """The similarity of an embedded query to each document's current vector (blocking);
+        documents without one in the index (not embedded yet) are left out."""
+        index = self._index
+        if index is None or not self.ready.is_set():
+            raise IndexNotReadyError
+        with self._write_lock:
+            known = [(d, row) for d in documents if (row := self._newest.get(d)) is not None]
+            rows = np.fromiter((row for _, row in known), dtype=np.int64, count=len(known))
+            scores = index.similarity(vector, rows)
+        return {document: float(score) for (document, _), score in zip(known, scores, strict=True)}
 
     # --- start and refresh ----------------------------------------------------------------
     async def _run(self) -> None:
