@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from sqlalchemy import String, Table, TextClause, bindparam, delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db import Database
+from ..db import Database, insert_rows
 from ..errors import ServiceUnavailableError
 from .extract import Extraction
 from .models import DocumentEntity, Entity, Relation
@@ -171,50 +170,50 @@ class SqlGraphStore:
         }
         if not entities:
             return
-        insert = postgresql.insert if _is_postgres(session) else sqlite.insert
+        dialect = session.get_bind().dialect.name
         counts: dict[str, int] = {}
         for document in documents:
             for key in document.extraction.entities:
                 counts[key] = counts.get(key, 0) + 1
+        # Sorted by key, as the relations below by ids: two ingests naming the same entities
+        # lock their rows in the same order, so they wait for each other, never deadlock.
         rows = [
             {"key": e.key, "name": e.name, "kind": e.kind, "document_count": counts[e.key]}
-            for e in entities.values()
+            for _, e in sorted(entities.items())
         ]
-        # One upsert per chunk both counts the new mentions and returns every id (new or
-        # existing), so no SELECT follows. Each key appears once per statement, as ON CONFLICT
-        # DO UPDATE requires.
-        upsert = insert(ENTITIES)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[ENTITIES.c.key],
-            set_={"document_count": ENTITIES.c.document_count + upsert.excluded.document_count},
-        )
-        returning = upsert.returning(ENTITIES.c.key, ENTITIES.c.id)
+        # One upsert both counts the new mentions and returns every id (new or existing), so
+        # no SELECT follows. Each key appears once, as ON CONFLICT DO UPDATE requires.
         ids: dict[str, int] = {}
-        for chunk in _chunks(rows):
-            result = await session.execute(returning, list(chunk))
-            ids.update((key, entity_id) for key, entity_id in result.all())
+        for upsert, parameters in insert_rows(dialect, ENTITIES, rows):
+            counted = upsert.on_conflict_do_update(
+                index_elements=[ENTITIES.c.key],
+                set_={"document_count": ENTITIES.c.document_count + upsert.excluded.document_count},
+            ).returning(ENTITIES.c.key, ENTITIES.c.id)
+            result = await session.execute(counted, parameters)
+            ids.update((key, entity_id) for key, entity_id in result)
         links = [
             {"document_id": document.document_id, "entity_id": ids[key]}
             for document in documents
             for key in document.extraction.entities
         ]
-        for link_chunk in _chunks(links):
-            await session.execute(insert(DOCUMENT_ENTITIES), list(link_chunk))
+        for insert, parameters in insert_rows(dialect, DOCUMENT_ENTITIES, links):
+            await session.execute(insert, parameters)
         weights: dict[tuple[int, int], int] = {}
         for document in documents:
             for (a, b), count in document.extraction.relations.items():
                 for pair in ((ids[a], ids[b]), (ids[b], ids[a])):
                     weights[pair] = weights.get(pair, 0) + count
+        if not weights:
+            return
         relation_rows = [
             {"source_id": s, "target_id": t, "weight": w} for (s, t), w in sorted(weights.items())
         ]
-        for relation_chunk in _chunks(relation_rows):
-            statement = insert(RELATIONS)
-            statement = statement.on_conflict_do_update(
+        for upsert, parameters in insert_rows(dialect, RELATIONS, relation_rows):
+            weighted = upsert.on_conflict_do_update(
                 index_elements=[RELATIONS.c.source_id, RELATIONS.c.target_id],
-                set_={"weight": RELATIONS.c.weight + statement.excluded.weight},
+                set_={"weight": RELATIONS.c.weight + upsert.excluded.weight},
             )
-            await session.execute(statement, list(relation_chunk))
+            await session.execute(weighted, parameters)
 
     async def remove(self, session: AsyncSession, documents: Sequence[DocumentGraph]) -> None:
         ids = [document.document_id for document in documents]
@@ -295,7 +294,3 @@ class SqlGraphStore:
                 int(document_id): Reached(int(hops), float(weight))
                 for document_id, hops, weight in result.all()
             }
-
-
-def _is_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"

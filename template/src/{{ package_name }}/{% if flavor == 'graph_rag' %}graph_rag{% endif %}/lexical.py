@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import Stemmer
-from sqlalchemy import Float, Integer, Table, column, func, select, values
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Float, Integer, Select, Table, any_, bindparam, column, func, select, values
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..db import Database
+from ..db import Database, insert_rows
 from .extract import STOPWORDS
 from .models import Document, DocumentTerm, Term
 
@@ -114,27 +114,35 @@ class _Stats:
 
 class IndexWrites:
     """The statements that index `documents`: their new terms, then (with every term's id)
-    their postings and lengths. Run by ingest (async, in its transaction) and by the migration
-    indexing earlier documents (sync)."""
+    their postings and lengths, each with its parameters. Run by ingest (async, in its
+    transaction) and by the migration indexing earlier documents (sync)."""
 
     def __init__(self, dialect: str, documents: Sequence[DocumentTerms]) -> None:
         self.documents = documents
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._dialect = dialect
         # Sorted: two ingests adding the same new terms wait for each other, never deadlock.
         self._terms = sorted({term for document in documents for term in document.counts})
 
-    def terms(self) -> list[tuple[Any, list[dict[str, str]], Any]]:
-        """Per chunk: the INSERT of the terms not stored yet (an existing row is not touched,
-        so not locked), its rows, and the SELECT of every one's id."""
-        insert = self._insert(TERMS).on_conflict_do_nothing(index_elements=[TERMS.c.term])
+    def new_terms(self) -> list[tuple[Any, Any]]:
+        """The INSERTs of the terms not stored yet (an existing row is not touched, so not
+        locked)."""
+        if not self._terms:
+            return []
         return [
-            (
-                insert,
-                [{"term": term} for term in chunk],
-                select(TERMS.c.term, TERMS.c.id).where(TERMS.c.term.in_(chunk)),
+            (insert.on_conflict_do_nothing(index_elements=[TERMS.c.term]), parameters)
+            for insert, parameters in insert_rows(
+                self._dialect, TERMS, [{"term": term} for term in self._terms]
             )
-            for chunk in _chunks(self._terms)
         ]
+
+    def term_ids(self) -> list[Select[Any]]:
+        """The SELECTs of every term's id."""
+        ids = select(TERMS.c.term, TERMS.c.id)
+        if self._dialect == "postgresql":
+            # One array parameter, not one bound parameter per term.
+            terms = bindparam("terms", self._terms, type_=postgresql.ARRAY(TERMS.c.term.type))
+            return [ids.where(TERMS.c.term == any_(terms))]
+        return [ids.where(TERMS.c.term.in_(chunk)) for chunk in _chunks(self._terms)]
 
     def rest(self, ids: dict[str, int]) -> list[tuple[Any, Any]]:
         """The postings and lengths, once `ids` maps every term to its id."""
@@ -143,9 +151,9 @@ class IndexWrites:
             for document in self.documents
             for term, count in document.counts.items()
         ]
-        writes: list[tuple[Any, Any]] = [
-            (self._insert(DOCUMENT_TERMS), rows) for rows in _chunks(links)
-        ]
+        writes: list[tuple[Any, Any]] = []
+        if links:
+            writes += insert_rows(self._dialect, DOCUMENT_TERMS, links)
         by_length: dict[int, list[int]] = {}
         for document in self.documents:
             by_length.setdefault(document.counts.total(), []).append(document.document_id)
@@ -162,11 +170,12 @@ def index_sync(connection: Connection, documents: Sequence[DocumentTerms]) -> No
         return
     writes = IndexWrites(connection.dialect.name, documents)
     ids: dict[str, int] = {}
-    for insert, rows, select_ids in writes.terms():
-        connection.execute(insert, rows)
+    for statement, parameters in writes.new_terms():
+        connection.execute(statement, parameters)
+    for select_ids in writes.term_ids():
         ids.update((term, term_id) for term, term_id in connection.execute(select_ids))
-    for statement, rows in writes.rest(ids):
-        connection.execute(statement, rows)
+    for statement, parameters in writes.rest(ids):
+        connection.execute(statement, parameters)
 
 
 def _chunks(items: list[Any]) -> list[list[Any]]:
@@ -198,11 +207,13 @@ class LexicalIndex:
             return
         writes = IndexWrites(session.get_bind().dialect.name, documents)
         ids: dict[str, int] = {}
-        for insert, rows, select_ids in writes.terms():
-            await session.execute(insert, rows)
-            ids.update((term, term_id) for term, term_id in await session.execute(select_ids))
-        for statement, rows in writes.rest(ids):
-            await session.execute(statement, rows)
+        for statement, parameters in writes.new_terms():
+            await session.execute(statement, parameters)
+        for select_ids in writes.term_ids():
+            result = await session.execute(select_ids)
+            ids.update((term, term_id) for term, term_id in result)
+        for statement, parameters in writes.rest(ids):
+            await session.execute(statement, parameters)
         self._forget_statistics()  # the next search counts them
 
     async def remove(self, session: AsyncSession, document_ids: Sequence[int]) -> None:
