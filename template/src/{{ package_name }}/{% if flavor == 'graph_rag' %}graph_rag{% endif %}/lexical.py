@@ -1,7 +1,9 @@
 """The lexical signal: BM25 over each document's title and text, kept in two tables.
 
-`terms` holds each word stem once; `document_terms` holds how often each document uses it;
-`documents.term_count` is its length. How many documents use a term is counted from its
+`terms` holds each word stem once; `document_terms` holds how often each document uses it
+and the document's length, so scoring a term reads its postings and nothing else (on
+PostgreSQL the primary key's index alone); `documents.term_count` is the length too, for the
+corpus statistics. How many documents use a term is counted from its
 postings when a query needs it (and kept a few seconds), not kept in a counter every ingest
 would have to lock: concurrent ingests of common words never wait on each other.
 
@@ -147,7 +149,12 @@ class IndexWrites:
     def rest(self, ids: dict[str, int]) -> list[tuple[Any, Any]]:
         """The postings and lengths, once `ids` maps every term to its id."""
         links = [
-            {"term_id": ids[term], "document_id": document.document_id, "frequency": count}
+            {
+                "term_id": ids[term],
+                "document_id": document.document_id,
+                "frequency": count,
+                "length": document.counts.total(),
+            }
             for document in self.documents
             for term, count in document.counts.items()
         ]
@@ -279,7 +286,7 @@ class LexicalIndex:
             .cte("q")
         )
         frequency = DOCUMENT_TERMS.c.frequency
-        length = func.coalesce(DOCUMENTS.c.term_count, stats.average_length)
+        length = DOCUMENT_TERMS.c.length
         bm25 = func.sum(
             query.c.idf
             * frequency
@@ -290,7 +297,6 @@ class LexicalIndex:
             select(DOCUMENT_TERMS.c.document_id, bm25)
             .select_from(query)
             .join(DOCUMENT_TERMS, DOCUMENT_TERMS.c.term_id == query.c.term_id)
-            .join(DOCUMENTS, DOCUMENTS.c.id == DOCUMENT_TERMS.c.document_id)
             .group_by(DOCUMENT_TERMS.c.document_id)
         )
         if among is not None:
