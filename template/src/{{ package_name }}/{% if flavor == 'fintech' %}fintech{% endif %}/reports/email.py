@@ -13,77 +13,20 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
 
-from jinja2 import Environment, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-TEXT_TEMPLATE = """\
-Your portfolio report of {{ completed_at.strftime("%Y-%m-%d %H:%M UTC") }}
-
-Total value      {{ report.total_value }} {{ report.currency }}
-Cash             {{ report.cash }} {{ report.currency }}
-Positions        {{ report.positions_value }} {{ report.currency }}
-Unrealised P&L   {{ report.unrealized_pnl }} {{ report.currency }}
-Realised P&L     {{ report.realized_pnl }} {{ report.currency }}
-
-Allocation
-{% for name, percent in report.allocation.items() %}
-  {{ "%-14s"|format(name) }} {{ percent }} %
-{% endfor %}
-{% if report.holdings %}
-
-Holdings
-{% for holding in report.holdings %}
-  {{ holding.symbol }}: {{ holding.quantity }} at {{ holding.price }}, \
-worth {{ holding.market_value }} ({{ holding.allocation_percent }} %)
-{% endfor %}
-{% endif %}
-
-The figures are attached as JSON ({{ filename }}), as the API shows them.
-Report {{ report_id }}
-"""
-
-HTML_TEMPLATE = """\
-<!DOCTYPE html>
-<html lang="en">
-<body>
-<h1>Your portfolio report</h1>
-<p>Computed {{ completed_at.strftime("%Y-%m-%d %H:%M UTC") }}.</p>
-<table>
-<tr><th scope="row">Total value</th><td>{{ report.total_value }} {{ report.currency }}</td></tr>
-<tr><th scope="row">Cash</th><td>{{ report.cash }} {{ report.currency }}</td></tr>
-<tr><th scope="row">Positions</th><td>{{ report.positions_value }} {{ report.currency }}</td></tr>
-<tr><th scope="row">Unrealised P&amp;L</th>\
-<td>{{ report.unrealized_pnl }} {{ report.currency }}</td></tr>
-<tr><th scope="row">Realised P&amp;L</th>\
-<td>{{ report.realized_pnl }} {{ report.currency }}</td></tr>
-</table>
-<h2>Allocation</h2>
-<table>
-{% for name, percent in report.allocation.items() %}
-<tr><th scope="row">{{ name }}</th><td>{{ percent }} %</td></tr>
-{% endfor %}
-</table>
-{% if report.holdings %}
-<h2>Holdings</h2>
-<table>
-<tr><th>Symbol</th><th>Quantity</th><th>Price</th><th>Value</th><th>Allocation</th></tr>
-{% for holding in report.holdings %}
-<tr><td>{{ holding.symbol }}</td><td>{{ holding.quantity }}</td><td>{{ holding.price }}</td>\
-<td>{{ holding.market_value }}</td><td>{{ holding.allocation_percent }} %</td></tr>
-{% endfor %}
-</table>
-{% endif %}
-<p>The figures are attached as JSON ({{ filename }}), as the API shows them.<br>
-Report {{ report_id }}</p>
-</body>
-</html>
-"""
-
-_TEXT = Environment(
-    autoescape=False, trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined
-).from_string(TEXT_TEMPLATE)
-_HTML = Environment(
-    autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined
-).from_string(HTML_TEMPLATE)
+# The templates are files beside this module (templates/report.txt.j2, report.html.j2); the
+# HTML one is escaped, the text one is not.
+_TEMPLATES = Environment(
+    loader=PackageLoader(__name__.rpartition(".")[0], "templates"),
+    autoescape=select_autoescape(["html.j2"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=StrictUndefined,
+)
+_TEXT = _TEMPLATES.get_template("report.txt.j2")
+_HTML = _TEMPLATES.get_template("report.html.j2")
 
 
 def subject_of(report: dict[str, Any]) -> str:
