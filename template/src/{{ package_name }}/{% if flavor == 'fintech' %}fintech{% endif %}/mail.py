@@ -42,6 +42,7 @@ class SmtpServer:
         if settings.smtp_url is not None:
             url = urlsplit(settings.smtp_url.get_secret_value())
             if url.scheme not in {"smtp", "smtps"} or not url.hostname:
+                # Not the URL itself in the message: it may hold a password.
                 raise ValueError("SMTP_URL must look like smtp://user:password@host:587")
             implicit_tls = url.scheme == "smtps"
             return cls(
