@@ -120,8 +120,9 @@ class OutboxDelivery:
         try:
             await self._send(await self._prepare(untried), untried)
         finally:
-            # Shutdown or a database error: what was never handed to the server goes back.
-            # The one being sent, if any, stays `sending` and is retried once it counts as lost.
+            # What was never handed to the server goes back (the connection dropped, the
+            # process is stopping, the database failed). One that was being sent when the
+            # process stopped stays `sending`: it is sent again once it counts as lost.
             if untried:
                 await asyncio.shield(self._release(list(untried.values())))
         return len(claimed)
