@@ -47,10 +47,10 @@ class Foundation:
 @dataclass(frozen=True, slots=True)
 class Background:
     """What a flavor's background loops are built on where jobs run: in the worker, or in
-    `serve` when jobs run in-process."""
+    `serve` when jobs run in-process. `metrics` is None in the worker, which serves none."""
 
     settings: Settings
-    metrics: Metrics
+    metrics: Metrics | None
     database: Database
 
 

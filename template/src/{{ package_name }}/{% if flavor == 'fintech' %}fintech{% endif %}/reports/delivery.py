@@ -57,22 +57,25 @@ class OutboxDelivery:
     name = "outbox_delivery"
 
     def __init__(
-        self, settings: Settings, database: Database, metrics: Metrics, server: SmtpServer
+        self, settings: Settings, database: Database, metrics: Metrics | None, server: SmtpServer
     ) -> None:
         self._settings = settings
         self._database = database
         self._server = server
         self._task: asyncio.Task[None] | None = None
         self._failures = FailureLog(logger, "outbox delivery round failed; retrying every round")
-        self._outcomes = Counter(
-            "report_emails_total",
-            "Report e-mails by outcome: sent, retried (a temporary refusal), failed (refused "
-            "for good, or out of attempts) and undeliverable (no address).",
-            ("outcome",),
-            registry=metrics.registry,
-        )
-        for outcome in ("sent", "retried", "failed", "undeliverable"):
-            self._outcomes.labels(outcome)
+        # Counted where metrics are served (`serve`); the worker's outcomes are in its log.
+        self._outcomes: Counter | None = None
+        if metrics is not None:
+            self._outcomes = Counter(
+                "report_emails_total",
+                "Report e-mails by outcome: sent, retried (a temporary refusal), failed "
+                "(refused for good, or out of attempts) and undeliverable (no address).",
+                ("outcome",),
+                registry=metrics.registry,
+            )
+            for outcome in ("sent", "retried", "failed", "undeliverable"):
+                self._outcomes.labels(outcome)
 
     async def open(self) -> None:
         logger.info("report e-mails are delivered", extra={"smtp": self._server.address})
@@ -235,6 +238,7 @@ class OutboxDelivery:
             # It counted as lost and another sender has it now: that one's outcome stands.
             logger.warning("outbox outcome discarded: another sender holds the message", extra=log)
             return
-        self._outcomes.labels(outcome).inc()
+        if self._outcomes is not None:
+            self._outcomes.labels(outcome).inc()
         level = logging.INFO if outcome == "sent" else logging.WARNING
         logger.log(level, "report e-mail %s", outcome, extra=log)
