@@ -44,7 +44,21 @@ class Foundation:
     jobs: Jobs
 
 
+@dataclass(frozen=True, slots=True)
+class Background:
+    """What a flavor's background loops are built on where jobs run: in the worker, or in
+    `serve` when jobs run in-process. `metrics` is None in the worker, which serves none."""
+
+    settings: Settings
+    metrics: Metrics | None
+    database: Database
+
+
 def _no_resources(foundation: Foundation) -> list[Service]:
+    return []
+
+
+def _no_background(background: Background) -> list[Service]:
     return []
 
 
@@ -74,6 +88,9 @@ class Flavor:
     # Long-lived resources, opened after the core's in the order listed, and the services
     # built on them (see resources.py).
     resources: Callable[[Foundation], Sequence[Service]] = _no_resources
+    # Background loops that run where jobs run, once per worker (or `serve` process): opened
+    # after the worker's database and sweeper, closed before them.
+    background: Callable[[Background], Sequence[Service]] = _no_background
     # Routers whose request bodies may be larger (or must be smaller) than MAX_BODY_BYTES.
     body_limits: Callable[[Settings], list[tuple[APIRouter, int]]] = _no_body_limits
     # What makes a configuration unsafe to serve: refused in production, a warning elsewhere.

@@ -1,5 +1,5 @@
 """The fintech tables: users and their API tokens, instruments, portfolios, holdings, trades,
-idempotency records, reports and the outbox.
+idempotency records, reports and the outbox of e-mails to send.
 
 Money, prices and quantities are `Decimal` in Python and `NUMERIC(p, s)` on PostgreSQL. On
 SQLite a NUMERIC column would turn '0.10' into the binary float 0.1, so there they are stored
@@ -8,6 +8,7 @@ as text (see `Exact`) and never summed or compared in SQL: arithmetic happens in
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy import (
     LargeBinary,
     Numeric,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -204,9 +206,23 @@ class Report(Base):
     __table_args__ = (CheckConstraint("state IN ('pending', 'ready')", name="state_known"),)
 
 
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"  # waiting for its first attempt, or for a retry's backoff
+    SENDING = "sending"  # claimed by a sender (see reports/delivery.py)
+    SENT = "sent"  # the mail server accepted it
+    FAILED = "failed"  # refused for good (5xx) or out of attempts; `error` says why
+    UNDELIVERABLE = "undeliverable"  # nowhere to send it (the user has no address)
+
+
 class OutboxMessage(Base):
     """A message a delivery step sends (here: the report e-mail), written in the same
-    transaction as what it announces, so it is sent if and only if that committed."""
+    transaction as what it announces, so it is sent if and only if that committed.
+
+    Its state moves like a job's: claimed with one conditional UPDATE (pending -> sending), so
+    one sender has it at a time, then sent, failed or back to pending for a retry.
+    `message_id` is chosen when the row is written: a message sent again after its sender was
+    lost carries the same Message-ID, which mail systems use to recognise a duplicate.
+    """
 
     __tablename__ = "outbox"
 
@@ -214,7 +230,34 @@ class OutboxMessage(Base):
     kind: Mapped[str] = mapped_column(String(50))
     recipient: Mapped[str] = mapped_column(String(254))
     payload: Mapped[Any] = mapped_column(JSON)
+    report_id: Mapped[str | None] = mapped_column(
+        ForeignKey("reports.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    # When a sender may take it next: when it was written, or after a retry's backoff.
+    available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The last refusal, or why it was given up.
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_outbox_sent_at", "sent_at"),)
+    # Also in the schema (revision 0009): whatever the code does, a message is sent exactly
+    # when it has a time it was sent, and one that was given up says why.
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('pending', 'sending', 'sent', 'failed', 'undeliverable')",
+            name="state_known",
+        ),
+        CheckConstraint("(state = 'sent') = (sent_at IS NOT NULL)", name="sent_when_sent_at"),
+        CheckConstraint(
+            "state NOT IN ('failed', 'undeliverable') OR error IS NOT NULL",
+            name="given_up_says_why",
+        ),
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        Index("ix_outbox_sent_at", "sent_at"),
+        # The senders' scan: what is due, oldest first.
+        Index("ix_outbox_state_available_at", "state", "available_at"),
+    )

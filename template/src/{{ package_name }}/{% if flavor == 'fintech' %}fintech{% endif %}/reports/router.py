@@ -11,6 +11,7 @@ from ...deps import JobsDep
 from ...errors import ForbiddenError, NotFoundError
 from ...ratelimit import rate_limit
 from ..auth import CurrentUser, authenticated_user, caller_key
+from ..mail import MailServerDep
 from ..models import Report
 from . import repository
 from .schemas import ReportStatus
@@ -40,7 +41,7 @@ OwnReport = Annotated[Report, Depends(own_report)]
     status_code=202,
     summary="Request a portfolio report",
     description="Answers at once with the report id; the report is computed in the background "
-    "and e-mailed (an outbox row). Follow it with GET /api/reports/{id}.",
+    "and e-mailed to the user's address. Follow both with GET /api/reports/{id}.",
     responses={401: {"description": "Missing or invalid bearer token"}},
     dependencies=[rate_limit("reports", per=caller_key)],
 )
@@ -54,7 +55,7 @@ async def request_report(
 
 @router.get(
     "/{report_id}",
-    summary="A report's state and, when ready, its figures",
+    summary="A report's state and, when ready, its figures and where its e-mail is",
     responses={
         401: {"description": "Missing or invalid bearer token"},
         403: {"description": "Another user's report"},
@@ -62,5 +63,7 @@ async def request_report(
     },
     dependencies=[Depends(authenticated_user)],
 )
-async def get_report(report: OwnReport, session: SessionDep) -> ReportStatus:
-    return await report_status(session, report)
+async def get_report(
+    report: OwnReport, session: SessionDep, mail_server: MailServerDep
+) -> ReportStatus:
+    return await report_status(session, report, mail_configured=mail_server.configured)

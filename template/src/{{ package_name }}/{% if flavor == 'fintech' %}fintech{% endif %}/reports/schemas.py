@@ -11,6 +11,16 @@ from ..money import DecimalString
 from ..valuation import Position
 
 
+class ReportDelivery(BaseModel):
+    """Where the report's e-mail is. `detail` says why it waits (no mail server configured, a
+    temporary refusal it will be retried after) or why it was given up."""
+
+    state: Literal["pending", "sending", "sent", "failed", "undeliverable"]
+    detail: str | None = None
+    attempts: int
+    sent_at: datetime | None = None
+
+
 class ReportStatus(BaseModel):
     id: str
     user_id: int
@@ -19,6 +29,8 @@ class ReportStatus(BaseModel):
     created_at: datetime
     completed_at: datetime | None = None
     report: JsonValue = None
+    # Once the report is ready: its e-mail.
+    delivery: ReportDelivery | None = None
 
 
 class ReportHolding(Position):

@@ -3,9 +3,8 @@
 A request records a report and its job in one commit and is answered at once. The job (kind
 "fintech.portfolio_report", run by whichever queue the service has: Celery, arq or
 in-process) reads the portfolio from the database, computes value, P&L per holding and
-allocation, stores the report and writes an outbox row that a delivery step would e-mail;
-all in the job's transaction, so a job delivered twice stores one report and queues one
-e-mail.
+allocation, stores the report and writes the outbox row that delivery.py e-mails; all in
+the job's transaction, so a job delivered twice stores one report and queues one e-mail.
 """
 
 from __future__ import annotations
@@ -22,11 +21,12 @@ from ...jobs import JobContext, JobKind
 from ...jobs.models import JobState
 from ...jobs.service import Jobs, as_utc
 from ..auth import owner_of
-from ..models import Report
+from ..mail import NOT_CONFIGURED
+from ..models import OutboxMessage, OutboxState, Report
 from ..money import ZERO
 from ..valuation import realized_pnl, value_portfolio
 from . import repository
-from .schemas import PortfolioReport, ReportHolding, ReportStatus
+from .schemas import PortfolioReport, ReportDelivery, ReportHolding, ReportStatus
 
 REPORT_JOB = "fintech.portfolio_report"
 
@@ -69,6 +69,7 @@ async def build_report(ctx: JobContext) -> JsonValue:
     await repository.mark_ready(ctx.session, report_id, data, now)
     repository.queue_email(
         ctx.session,
+        report_id,
         await repository.email_of(ctx.session, report.user_id),
         {"report_id": report_id, "total_value": data["total_value"]},
         now,
@@ -95,15 +96,39 @@ async def create_report(session: AsyncSession, jobs: Jobs, user_id: int) -> Repo
     return report
 
 
-async def report_status(session: AsyncSession, report: Report) -> ReportStatus:
-    """Where the report is: pending, ready (with its figures) or failed (its job failed)."""
+async def report_status(
+    session: AsyncSession, report: Report, *, mail_configured: bool
+) -> ReportStatus:
+    """Where the report is: pending, ready (with its figures and where its e-mail is) or
+    failed (its job failed)."""
     job_state = None
+    delivery = None
     if report.state != "ready" and report.job_id is not None:
         job_state = await repository.job_state(session, report.job_id)
-    return status_of(report, job_state)
+    if report.state == "ready":
+        message = await repository.delivery_of(session, report.id)
+        if message is not None:
+            delivery = delivery_of(message, mail_configured=mail_configured)
+    return status_of(report, job_state, delivery)
 
 
-def status_of(report: Report, job_state: str | None) -> ReportStatus:
+def delivery_of(message: OutboxMessage, *, mail_configured: bool) -> ReportDelivery:
+    detail = message.error
+    if message.state == OutboxState.PENDING and not mail_configured:
+        detail = NOT_CONFIGURED
+    elif message.state == OutboxState.PENDING and message.error is not None:
+        detail = f"retrying after: {message.error}"
+    return ReportDelivery(
+        state=OutboxState(message.state).value,
+        detail=detail,
+        attempts=message.attempts,
+        sent_at=as_utc(message.sent_at),
+    )
+
+
+def status_of(
+    report: Report, job_state: str | None, delivery: ReportDelivery | None = None
+) -> ReportStatus:
     created = as_utc(report.created_at)
     assert created is not None
     state: Literal["pending", "ready", "failed"] = "ready" if report.state == "ready" else "pending"
@@ -117,4 +142,5 @@ def status_of(report: Report, job_state: str | None) -> ReportStatus:
         created_at=created,
         completed_at=as_utc(report.completed_at),
         report=report.data,
+        delivery=delivery,
     )
