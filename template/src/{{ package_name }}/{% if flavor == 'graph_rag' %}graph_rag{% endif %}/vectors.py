@@ -88,6 +88,7 @@ class VectorIndex:
         self._newest: dict[int, int] = {}
         self._last_id = 0
         self._write_lock = threading.Lock()
+        self._refresh_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
         self.loaded_from_disk = False
@@ -221,7 +222,13 @@ class VectorIndex:
             pass
 
     async def refresh(self, rows: int = BATCH_ROWS) -> int:
-        """Add embeddings stored since the last refresh; how many were added."""
+        """Add embeddings stored since the last refresh; how many were added. One refresh at a
+        time: two at once (the loop's and a caller's) read the same new rows and added each
+        vector twice, and the persisted index then no longer matched the database."""
+        async with self._refresh_lock:
+            return await self._refresh(rows)
+
+    async def _refresh(self, rows: int) -> int:
         index = self._index
         if index is None:
             return 0
