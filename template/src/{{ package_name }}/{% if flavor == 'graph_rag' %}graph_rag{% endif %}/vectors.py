@@ -268,7 +268,6 @@ class VectorIndex:
         ).reshape(len(fetched), self.embedder.dimensions)
         rows_of = [(row.id, row.document_id) for row in fetched]
         await asyncio.to_thread(self._add, index, ids, vectors, rows_of)
-        self._last_id = max(self._last_id, *(row.id for row in fetched))
         return len(fetched)
 
     async def _late_rows(
@@ -297,9 +296,13 @@ class VectorIndex:
     def _add(
         self, index: FaissIndex, ids: IdArray, vectors: Vectors, rows: list[tuple[int, int]]
     ) -> None:
+        # The last id moves with the vectors, under the lock `_persist` takes: a refresh
+        # cancelled by shutdown while this thread runs still leaves a manifest that describes
+        # the index it is written with (else the next start finds them apart and rebuilds).
         with self._write_lock:
             index.add(ids, vectors)
             self._remember(rows)
+            self._last_id = max(self._last_id, int(ids.max()))
 
     def _remember(self, rows: Iterable[tuple[int, int]]) -> None:
         """Map the index's (embedding row, document) pairs; a document's newest row wins."""
