@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def get_scope(path: str) -> dict[str, Any]:
-    """An HTTP GET scope; pass a copy per call, as a server would."""
+def get_scope(path: str, client: str = "127.0.0.1") -> dict[str, Any]:
+    """An HTTP GET scope from `client`; pass a copy per call, as a server would."""
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -18,7 +18,7 @@ def get_scope(path: str) -> dict[str, Any]:
         "root_path": "",
         "query_string": b"",
         "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 50000),
+        "client": (client, 50000),
         "server": ("127.0.0.1", 8000),
         "state": {},
     }

@@ -20,6 +20,10 @@ not an outage: with `max_concurrent_checks` (Redis: one per limiter connection) 
 queues for a turn, and only a request that waited `wait_timeout` in vain is refused (503,
 `rate_limit_busy`), never served unchecked.
 
+A storage that counts a request and reads its window in one call (`SingleTripWindow`: the
+Redis one, one round trip) is asked once per check; any other is asked twice, as `limits`
+offers no call doing both.
+
 Every limited response carries X-RateLimit-Limit, X-RateLimit-Remaining and X-RateLimit-Reset
 (seconds until a request is allowed again), including a `Response` the handler builds itself;
 a 429 also carries Retry-After.
@@ -33,7 +37,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -59,6 +63,16 @@ class RateLimitedError(AppError):
     code = "rate_limited"
 
 
+@runtime_checkable
+class SingleTripWindow(Protocol):
+    """A storage that counts a hit and reads the moving window it leaves in one call:
+    (allowed, reset time in epoch seconds, remaining), as `limits` reports them in two."""
+
+    async def hit_with_stats(
+        self, item: RateLimitItem, *identifiers: str
+    ) -> tuple[bool, float, int]: ...
+
+
 class RateLimiter:
     """The limits per route and the storage that counts them; a resource in the app's registry."""
 
@@ -82,6 +96,7 @@ class RateLimiter:
         self.fail_open = settings.rate_limit_fail_open
         self._storage_factory = storage
         self._limiter: MovingWindowRateLimiter | None = None
+        self._single_trip: SingleTripWindow | None = None
         self._turns = (
             None if max_concurrent_checks is None else asyncio.Semaphore(max_concurrent_checks)
         )
@@ -115,10 +130,12 @@ class RateLimiter:
 
     async def open(self) -> None:
         # Built here, not in __init__: the storage may share a pool the cache opens first.
-        self._limiter = MovingWindowRateLimiter(self._storage_factory())
+        storage = self._storage_factory()
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._single_trip = storage if isinstance(storage, SingleTripWindow) else None
 
     async def close(self) -> None:
-        self._limiter = None  # the cache backend owns the connections
+        self._limiter = self._single_trip = None  # the cache backend owns the connections
 
     async def enforce(self, route: str, identity: str) -> dict[str, str]:
         """Count one request; the headers to send, or RateLimitedError when over the limit."""
@@ -131,8 +148,15 @@ class RateLimiter:
             if self.outage.backing_off:  # began while this request waited: do not try again
                 return self._unchecked(route)
             try:
-                allowed = await self._limiter.hit(item, route, identity)
-                reset_at, remaining = await self._limiter.get_window_stats(item, route, identity)
+                if self._single_trip is not None:
+                    allowed, reset_at, remaining = await self._single_trip.hit_with_stats(
+                        item, route, identity
+                    )
+                else:
+                    allowed = await self._limiter.hit(item, route, identity)
+                    reset_at, remaining = await self._limiter.get_window_stats(
+                        item, route, identity
+                    )
             except Exception as exc:  # any storage failure: the setting decides, never a 500
                 self.errors.inc()
                 self.outage.failed(exc)
