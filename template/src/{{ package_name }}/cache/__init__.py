@@ -1,10 +1,15 @@
-"""Cache-aside for domain code: `await cache.get_or_load(key, loader, Model)`.
+"""Cache-aside for domain code: `await cache.get_or_load(key, loader, Model)`, or
+`get_or_load_json` for a route that answers with the value's JSON as it is.
 
 Domain code reads the same whichever backend the template generated (Redis, in-process memory,
 or none) and whichever one the settings select at run time. What `Cache` adds to a backend:
 
 - values are the pydantic model's JSON (Decimal stays an exact string) and are validated on
-  the way back; an entry that does not validate is a miss, never a 500;
+  the way back; an entry that does not validate is a miss, never a 500. `get_or_load_json`
+  skips that step on a hit and returns the stored JSON itself: parsing it into the model only
+  to serialize it again was a fifth of a cached read's CPU. The entry was the model's JSON
+  when this code wrote it, and its fingerprint (below) says the model has not changed since;
+  one that is not an entry at all is still a miss;
 - single flight: concurrent misses for one key in this process run the loader once; a backend
   that is shared between processes (Redis) also holds a short lock so other processes wait
   for the first one's value instead of loading it again;
@@ -166,8 +171,14 @@ class _Codec:
 
     def decode(self, raw: bytes) -> Any:
         """The value, `_MISS` for another shape's entry, ValueError for garbage."""
+        json = self.json_of(raw)
+        return json if json is _MISS else self.adapter.validate_json(json)
+
+    def json_of(self, raw: bytes) -> Any:
+        """The entry's JSON as stored, `_MISS` for another shape's entry, ValueError for an
+        entry this code did not write."""
         if raw.startswith(self._head):
-            return self.adapter.validate_json(raw[len(self._head) :])
+            return raw[len(self._head) :]
         if raw[len(self.fingerprint) : len(self._head)] == b"|":
             return _MISS
         raise ValueError(f"not a cache entry: {raw[:40]!r}")
@@ -239,19 +250,52 @@ class Cache:
         `model` is the value's type (a pydantic model, `list[Model]`, ...), used to serialize
         it and to validate what comes back.
         """
+        codec = self._codec(model)
+        prefix = key.partition(PREFIX_SEPARATOR)[0]
+        full_key = self._root + key
+        value = await self._read(full_key, codec, prefix, codec.decode)
+        if value is not _MISS:
+            self._counters(prefix).hits.inc()
+            return value  # type: ignore[no-any-return]
+        return await self._load(full_key, loader, codec, ttl, prefix)  # type: ignore[no-any-return]
+
+    async def get_or_load_json(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[Any]],
+        model: Any,
+        *,
+        ttl: float | None = None,
+    ) -> bytes:
+        """`get_or_load`, answered as the value's JSON (as `model` serializes it): on a hit
+        the stored bytes themselves, for a route to send as its body unchanged."""
+        codec = self._codec(model)
+        prefix = key.partition(PREFIX_SEPARATOR)[0]
+        full_key = self._root + key
+        json = await self._read(full_key, codec, prefix, codec.json_of)
+        if json is not _MISS:
+            self._counters(prefix).hits.inc()
+            return json  # type: ignore[no-any-return]
+        value = await self._load(full_key, loader, codec, ttl, prefix)
+        return codec.adapter.dump_json(value)
+
+    def _codec(self, model: Any) -> _Codec:
         codec = self._codecs.get(model)
         if codec is None:
             codec = self._codecs[model] = _Codec(model)
-        prefix = key.partition(PREFIX_SEPARATOR)[0]
+        return codec
+
+    async def _load(
+        self,
+        full_key: str,
+        loader: Callable[[], Awaitable[Any]],
+        codec: _Codec,
+        ttl: float | None,
+        prefix: str,
+    ) -> Any:
+        """A miss: the value from this process's load in flight for the key, or a new one."""
         counters = self._counters(prefix)
-        full_key = self._root + key
-
-        value = await self._read(full_key, codec, prefix)
-        if value is not _MISS:
-            counters.hits.inc()
-            return value  # type: ignore[no-any-return]
         counters.misses.inc()
-
         flight = self._flights.get(full_key)
         if flight is None:
             ttl = self.default_ttl if ttl is None else ttl
@@ -321,18 +365,21 @@ class Cache:
         pause = 0.005
         while time.monotonic() < deadline:
             await asyncio.sleep(pause)
-            value = await self._read(key, codec, prefix)
+            value = await self._read(key, codec, prefix, codec.decode)
             if value is not _MISS:
                 return value
             pause = min(pause * 2, 0.05)
         return _MISS
 
-    async def _read(self, key: str, codec: _Codec, prefix: str) -> Any:
+    async def _read(
+        self, key: str, codec: _Codec, prefix: str, decode: Callable[[bytes], Any]
+    ) -> Any:
+        """The entry as `decode` reads it (the value, or its JSON); `_MISS` for none."""
         raw = await self._safely(lambda: self.backend.get(key), prefix)
         if raw is None:
             return _MISS
         try:
-            return codec.decode(raw)
+            return decode(raw)
         except ValueError as exc:  # garbage, or JSON the model rejects (ValidationError)
             self._counters(prefix).errors.inc()
             logger.warning("unreadable cache entry", extra={"key": key, "error": str(exc)[:200]})
