@@ -37,7 +37,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -259,32 +259,46 @@ async def by_client_address(request: Request) -> str:
 
 
 class RateLimit:
-    """The dependency behind `rate_limit(route, per=...)`; its route name also feeds the docs."""
+    """The dependency behind `rate_limit(route, per=...)`; its route name also feeds the docs.
+
+    `per` is called here rather than declared as a dependency of its own: its parameters
+    become this dependency's, so FastAPI resolves one node fewer per limited request (each
+    node costs its resolution: ~5% of a cached read). What `per` itself depends on, such as
+    the authenticated user, is still resolved once per request and shared.
+    """
 
     def __init__(self, route: str, per: Callable[..., Any]) -> None:
         self.route = route
         self.per = per
-        # FastAPI reads a dependency's parameters from its signature. `caller` depends on
-        # `per`, which differs per instance, so the signature is built here.
+        # FastAPI reads a dependency's parameters from its signature: `request`, then those of
+        # `per` (whose string annotations are resolved in per's own module).
+        parameters = inspect.signature(per, eval_str=True).parameters
+        self._per_takes_request = "request" in parameters
         self.__signature__ = inspect.Signature(
             [
                 inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-                inspect.Parameter(
-                    "caller",
-                    inspect.Parameter.KEYWORD_ONLY,
-                    annotation=Annotated[str, Depends(per)],
+                *(
+                    parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                    for name, parameter in parameters.items()
+                    if name != "request"
                 ),
             ]
         )
 
-    async def __call__(self, *, request: Request, caller: str) -> None:
+    async def __call__(self, *, request: Request, **arguments: Any) -> None:
+        if self._per_takes_request:
+            arguments["request"] = request
+        caller = self.per(**arguments)
+        if inspect.isawaitable(caller):
+            caller = await caller
         limiter = registry(request).get(RateLimiter)
         add_response_headers(request, await limiter.enforce(self.route, caller))
 
 
 def rate_limit(route: str, *, per: Callable[..., Any] = by_client_address) -> Any:
     """`dependencies=[rate_limit("search", per=caller_key)]`: limit this endpoint under the
-    name "search", counted per what `per` (a dependency returning a string) names."""
+    name "search", counted per what `per` (a dependency returning a string) names. `per` is
+    called on the event loop, even a plain `def`: keep it to reading what it is given."""
     return Depends(RateLimit(route, per))
 
 
