@@ -14,12 +14,17 @@ per scenario are enough.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 COLLECTED = re.compile(r"^==\d+== Collected : (\d+)$", re.MULTILINE)
 
@@ -56,3 +61,81 @@ def per_call(command: Sequence[str], calls: int, env: dict[str, str] | None = No
     once = instructions([*command, "--calls", str(calls)], env)
     twice = instructions([*command, "--calls", str(2 * calls)], env)
     return (twice - once) / calls
+
+
+def served_per_request(
+    command: Sequence[str],
+    port: int,
+    requests: Sequence[tuple[str, dict[str, str]]],
+    calls: int,
+    env: dict[str, str] | None = None,
+) -> float:
+    """Instructions per request of a server, HTTP parsing and all: `command` starts it on
+    `port` (under callgrind, started here), and this process sends it `calls` GET requests on
+    one keep-alive connection, cycling through `requests` (path, headers), after one round of
+    them to warm it up; then 2 x `calls`. The difference, per request, is what serving one
+    costs the server. Waiting for it to listen costs it nothing: refused connections never
+    reach it."""
+    once = _served(command, port, requests, calls, env)
+    twice = _served(command, port, requests, 2 * calls, env)
+    return (twice - once) / calls
+
+
+def _served(
+    command: Sequence[str],
+    port: int,
+    requests: Sequence[tuple[str, dict[str, str]]],
+    calls: int,
+    env: dict[str, str] | None,
+) -> int:
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch, "server.log")
+        with log.open("wb") as output:
+            server = subprocess.Popen(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    f"--callgrind-out-file={scratch}/callgrind.out",
+                    *command,
+                ],
+                env={**(os.environ if env is None else env), "PYTHONHASHSEED": "0"},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                connection = _connect(server, port, log)
+                for n in range(len(requests) + calls):
+                    path, headers = requests[n % len(requests)]
+                    connection.request("GET", path, headers=headers)
+                    response = connection.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"GET {path}: {response.status}")
+                connection.close()
+            finally:
+                server.send_signal(signal.SIGINT)
+                server.wait(timeout=SERVER_LIMIT)
+        text = log.read_text(errors="replace")
+    found = COLLECTED.search(text)
+    if found is None:
+        tail = "\n".join(text.splitlines()[-20:])
+        raise RuntimeError(f"{' '.join(command)} failed under callgrind:\n{tail}")
+    return int(found.group(1))
+
+
+# Python starts ~50x slower under callgrind; a loaded machine slower still.
+SERVER_LIMIT = 600.0
+
+
+def _connect(server: subprocess.Popen[bytes], port: int, log: Path) -> http.client.HTTPConnection:
+    deadline = time.monotonic() + SERVER_LIMIT
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{log.read_text(errors='replace')[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            time.sleep(0.5)
+            continue
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=SERVER_LIMIT)
+    raise RuntimeError(f"the server did not listen on port {port} in {SERVER_LIMIT:.0f} s")
