@@ -180,7 +180,7 @@ class OpenAIGenerator:
                 "after failed answers; /ask answers with the passages meanwhile"
             )
 
-    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str, None]:
+    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str]:
         if not self.breaker.allow():
             self._calls.labels("breaker_open").inc()
             raise GeneratorError(
@@ -220,7 +220,7 @@ class OpenAIGenerator:
 
     async def _answer(
         self, prompt: Prompt, max_tokens: int, deadline: float
-    ) -> AsyncGenerator[str, None]:
+    ) -> AsyncGenerator[str]:
         client = self._client
         if client is None:
             raise GeneratorError("generator_failed", "the generator is not open")
@@ -257,7 +257,7 @@ class OpenAIGenerator:
 
     async def _attempt(
         self, client: httpx.AsyncClient, body: dict[str, object], deadline: float
-    ) -> AsyncGenerator[str, None]:
+    ) -> AsyncGenerator[str]:
         """One request. Raises `_Retryable` for what a retry may cure before any text came."""
         try:
             async with asyncio.timeout_at(deadline):

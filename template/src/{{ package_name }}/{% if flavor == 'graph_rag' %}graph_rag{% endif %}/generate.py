@@ -121,7 +121,7 @@ class Generator(Protocol):
     # What the answers name as their generator ("extractive", "openai").
     kind: str
 
-    def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str, None]:
+    def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str]:
         """The answer's text, piece by piece; raises `GeneratorError` when there is none."""
         ...
 
@@ -134,7 +134,7 @@ class ExtractiveGenerator:
     def __init__(self) -> None:
         self._analyzer = Analyzer()
 
-    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str, None]:
+    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str]:
         for piece in self.answer(prompt, max_tokens):
             yield piece
 

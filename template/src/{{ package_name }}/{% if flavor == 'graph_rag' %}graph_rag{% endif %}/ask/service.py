@@ -184,7 +184,7 @@ class Asker:
         )
         return [Fact(names[a], names[b], tuple(sorted(ids))) for (a, b), ids in ranked]
 
-    async def run(self, prepared: Prepared) -> AsyncGenerator[str | Answer, None]:
+    async def run(self, prepared: Prepared) -> AsyncGenerator[str | Answer]:
         """The answer's text piece by piece as the generator writes it, then the `Answer`
         (whose text is empty when degraded: only the pieces sent before the failure exist)."""
         prompt = prepared.prompt
