@@ -49,6 +49,9 @@ def test_the_relevance_benchmark_prints_every_configuration_and_class(
     assert len(re.findall(r"noanswer\s+no hit \d+%", text)) == len(CONFIGURATIONS), text
     assert re.search(r"hybrid / best single signal \(\w+\) on nDCG@10, all: [\d.]+", text), text
     assert re.search(r"on nDCG@10, multihop: [\d.]+", text), text
+    # The answers through /ask's service: per answerable class, cited and contains shares.
+    for kind in ("single", "paraphrase", "multihop", "natural"):
+        assert re.search(rf"answers {kind}\s+cited\s+\d+%", text), text
 
 
 def test_the_relevance_corpus_reaches_its_largest_size_with_names_never_reused() -> None:

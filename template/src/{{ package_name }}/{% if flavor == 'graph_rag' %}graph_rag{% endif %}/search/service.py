@@ -112,14 +112,17 @@ class SearchEngine:
             registry=metrics.registry,
         )
 
-    async def search(self, query: str, k: int, tag: str | None = None) -> SearchResult:
-        """The k best documents for `query` (only those carrying `tag`, when given). Raises
+    async def search(
+        self, query: str, k: int, tag: str | None = None, depth: int | None = None
+    ) -> SearchResult:
+        """The k best documents for `query` (only those carrying `tag`, when given; the graph
+        walked `depth` relations, by default SEARCH_GRAPH_DEPTH). Raises
         ServiceUnavailableError when the graph store or the database is down: there is no
         answer without the graph (the vector index alone degrades the answer instead)."""
         async with self._database.translating():
-            return await self._search(query, k, tag)
+            return await self._search(query, k, tag, self.depth if depth is None else depth)
 
-    async def _search(self, query: str, k: int, tag: str | None) -> SearchResult:
+    async def _search(self, query: str, k: int, tag: str | None, depth: int) -> SearchResult:
         keys = self.extractor.query_keys(query)
         deadline = asyncio.get_running_loop().time() + self.timeout
         # The graph walks from the entities the query names, and only those: seeded from the
@@ -129,7 +132,7 @@ class SearchEngine:
         (vector, nearest, reason), lexical, reached = await asyncio.gather(
             self._vector_search(query, k * OVERFETCH, deadline),
             self.lexical.scores(query, limit),
-            self.graph_signal(keys, limit),
+            self.graph_signal(keys, limit, depth),
         )
         similarities = dict(nearest)
         if vector is not None:
@@ -191,9 +194,12 @@ class SearchEngine:
         ]
         return SearchResult(query=query, degraded=reason is not None, reason=reason, hits=hits)
 
-    async def graph_signal(self, keys: list[str], limit: int) -> dict[int, Reached]:
+    async def graph_signal(
+        self, keys: list[str], limit: int, depth: int | None = None
+    ) -> dict[int, Reached]:
         """The documents the graph walk reaches from the query's entities, heaviest first."""
-        return await self.graph.expand(keys, self.depth, limit, self.max_documents)
+        depth = self.depth if depth is None else depth
+        return await self.graph.expand(keys, depth, limit, self.max_documents)
 
     async def _vector_search(
         self, query: str, k: int, deadline: float

@@ -1,0 +1,311 @@
+"""The generator on an OpenAI-compatible chat-completions server (GENERATOR=openai).
+
+One `httpx.AsyncClient`, its connection pool opened in the lifespan and closed on shutdown,
+serves every answer. Each answer is asked for as a stream (`"stream": true`), so
+GENERATOR_READ_TIMEOUT bounds the wait between two chunks, not the whole answer;
+GENERATOR_TIMEOUT bounds the whole answer, its retries and its wait for a slot included.
+
+- Retries: a 429, a 5xx or a failed connection is tried again, up to GENERATOR_RETRIES times,
+  after the server's Retry-After (seconds or an HTTP date, up to GENERATOR_RETRY_AFTER_MAX) or
+  else GENERATOR_BACKOFF x 2^n seconds with jitter. Only before the answer's first chunk: an
+  answer cut off midway is not asked again (its first part may already be on its way to the
+  client). A wait that would end past the deadline is not waited: the answer fails at once.
+- Circuit breaker: GENERATOR_BREAKER_FAILURES failed answers in a row open it; while open
+  the server is not called and answers fail at once (degraded), and readiness says so (still
+  ready: /ask answers with the passages). After GENERATOR_BREAKER_COOLDOWN seconds one trial
+  answer goes through; its success closes the breaker, its failure opens it again.
+- Concurrency: at most GENERATOR_CONCURRENCY answers at once (the pool's size too); the rest
+  wait for a slot, within their deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
+
+import httpx
+import orjson
+from prometheus_client import Counter
+
+from ..observability import Metrics
+from ..resources import Degraded
+from ..settings import Settings
+from .generate import GeneratorError, Prompt
+
+logger = logging.getLogger(__name__)
+
+DONE = "[DONE]"
+
+
+class CircuitBreaker:
+    """Closed, open for `cooldown` seconds after `failures` failures in a row, then half-open:
+    one trial call at a time until one succeeds (closed) or fails (open again)."""
+
+    def __init__(self, failures: int, cooldown: float) -> None:
+        self.failures = failures
+        self.cooldown = cooldown
+        self._in_a_row = 0
+        self._opened_at: float | None = None
+        self._trial = False
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        return "half-open" if self._cooled_down() else "open"
+
+    def _cooled_down(self) -> bool:
+        return self._opened_at is not None and time.monotonic() - self._opened_at >= self.cooldown
+
+    def allow(self) -> bool:
+        """Whether a call may go out now (in half-open, only the one trial call)."""
+        if self._opened_at is None:
+            return True
+        if not self._cooled_down() or self._trial:
+            return False
+        self._trial = True
+        return True
+
+    def succeeded(self) -> None:
+        if self._opened_at is not None:
+            logger.info("generator circuit breaker closed: the trial answer succeeded")
+        self._in_a_row, self._opened_at, self._trial = 0, None, False
+
+    def failed(self) -> None:
+        self._in_a_row += 1
+        if self._trial or (self._opened_at is None and self._in_a_row >= self.failures):
+            logger.warning(
+                "generator circuit breaker opened",
+                extra={"failures_in_a_row": self._in_a_row, "cooldown_seconds": self.cooldown},
+            )
+            self._opened_at = time.monotonic()
+        self._trial = False
+
+    def abandoned(self) -> None:
+        """The call ended without a verdict on the server (its caller went away)."""
+        self._trial = False
+
+    def seconds_left(self) -> float:
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self.cooldown - (time.monotonic() - self._opened_at))
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds or an HTTP date; None if absent
+    or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class _Retryable(Exception):
+    def __init__(self, detail: str, wait: float | None = None) -> None:
+        super().__init__(detail)
+        self.wait = wait
+
+
+class OpenAIGenerator:
+    name = "generator"
+    kind = "openai"
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        assert settings.generator_url is not None  # settings refuse GENERATOR=openai without it
+        self.url = settings.generator_url.rstrip("/") + "/chat/completions"
+        self.model = settings.generator_model
+        self._api_key = settings.generator_api_key
+        self._timeouts = httpx.Timeout(
+            connect=settings.generator_connect_timeout,
+            read=settings.generator_read_timeout,
+            write=settings.generator_read_timeout,
+            # The wait for a pooled connection is bounded by the slots and the deadline.
+            pool=None,
+        )
+        self._limits = httpx.Limits(
+            max_connections=settings.generator_concurrency,
+            max_keepalive_connections=settings.generator_concurrency,
+        )
+        self.timeout = settings.generator_timeout
+        self.retries = settings.generator_retries
+        self.backoff = settings.generator_backoff
+        self.retry_after_max = settings.generator_retry_after_max
+        self.breaker = CircuitBreaker(
+            settings.generator_breaker_failures, settings.generator_breaker_cooldown
+        )
+        self._slots = asyncio.Semaphore(settings.generator_concurrency)
+        self._client: httpx.AsyncClient | None = None
+        self._calls = Counter(
+            "generator_requests_total",
+            "Answers asked of the generator's server by outcome: ok, failed, timeout, "
+            "breaker_open (not asked), abandoned (the client went away); and retried requests.",
+            ("outcome",),
+            registry=metrics.registry,
+        )
+
+    async def open(self) -> None:
+        headers = {"Accept": "text/event-stream"}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        self._client = httpx.AsyncClient(
+            headers=headers, timeout=self._timeouts, limits=self._limits
+        )
+        logger.info("answers come from the generator", extra={"url": self.url})
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def check(self) -> None:
+        """Readiness: degraded (still ready) while the breaker keeps the server uncalled."""
+        if self.breaker.state == "open":
+            raise Degraded(
+                f"generator circuit breaker open for {self.breaker.seconds_left():.0f} s more "
+                "after failed answers; /ask answers with the passages meanwhile"
+            )
+
+    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str]:
+        if not self.breaker.allow():
+            self._calls.labels("breaker_open").inc()
+            raise GeneratorError(
+                "generator_unavailable",
+                f"the circuit breaker is open ({self.breaker.seconds_left():.1f} s left)",
+            )
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        outcome = "abandoned"  # the caller stopped reading (its client went away)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+            try:
+                async for piece in self._answer(prompt, max_tokens, deadline):
+                    yield piece
+                outcome = "ok"
+            finally:
+                self._slots.release()
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            outcome = "timeout"
+            raise GeneratorError(
+                "generator_timeout", f"no complete answer in time ({_describe(exc)})"
+            ) from exc
+        except httpx.HTTPError as exc:
+            outcome = "failed"
+            raise GeneratorError("generator_failed", _describe(exc)) from exc
+        except GeneratorError:
+            outcome = "failed"
+            raise
+        finally:
+            self._calls.labels(outcome).inc()
+            if outcome == "ok":
+                self.breaker.succeeded()
+            elif outcome == "abandoned":
+                self.breaker.abandoned()
+            else:
+                self.breaker.failed()
+
+    async def _answer(
+        self, prompt: Prompt, max_tokens: int, deadline: float
+    ) -> AsyncGenerator[str]:
+        client = self._client
+        if client is None:
+            raise GeneratorError("generator_failed", "the generator is not open")
+        body = {
+            "model": self.model,
+            "messages": prompt.messages(),
+            "max_tokens": max_tokens,
+            "stream": True,
+        }
+        loop = asyncio.get_running_loop()
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                async for piece in self._attempt(client, body, deadline):
+                    yield piece
+                return
+            except _Retryable as exc:
+                if last:
+                    raise GeneratorError("generator_failed", str(exc)) from exc
+                wait = exc.wait
+                if wait is None:
+                    wait = self.backoff * 2**attempt * (0.5 + random.random() / 2)
+                wait = min(wait, self.retry_after_max)
+                if loop.time() + wait >= deadline:
+                    raise GeneratorError(
+                        "generator_failed", f"{exc}; a retry in {wait:g} s would be too late"
+                    ) from exc
+                self._calls.labels("retried").inc()
+                logger.info(
+                    "generator request retried",
+                    extra={"error": str(exc), "attempt": attempt + 1, "wait_seconds": wait},
+                )
+                await asyncio.sleep(wait)
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, body: dict[str, object], deadline: float
+    ) -> AsyncGenerator[str]:
+        """One request. Raises `_Retryable` for what a retry may cure before any text came."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                request = client.build_request("POST", self.url, content=orjson.dumps(body))
+                request.headers["Content-Type"] = "application/json"
+                response = await client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise _Retryable(_describe(exc)) from exc
+        try:
+            if response.status_code == 429 or response.status_code >= 500:
+                await response.aclose()
+                raise _Retryable(
+                    f"the server answered {response.status_code}",
+                    retry_after(response.headers.get("Retry-After")),
+                )
+            if response.status_code != 200:
+                await response.aread()
+                raise GeneratorError(
+                    "generator_failed",
+                    f"the server answered {response.status_code}: {response.text[:200]}",
+                )
+            lines = response.aiter_lines()
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    line = await anext(lines, None)
+                if line is None:
+                    raise GeneratorError("generator_failed", "the answer ended before [DONE]")
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == DONE:
+                    return
+                piece = _content(data)
+                if piece:
+                    yield piece
+        finally:
+            await response.aclose()
+
+
+def _content(data: str) -> str:
+    """The text of one streamed chunk (`choices[0].delta.content`)."""
+    try:
+        chunk = orjson.loads(data)
+        content = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise GeneratorError("generator_failed", f"an unreadable chunk: {data[:200]}") from exc
+    return content if isinstance(content, str) else ""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
