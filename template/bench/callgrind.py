@@ -8,7 +8,9 @@ warm-up cancelled out. Only this process's instructions count: a database or Red
 working for it is not in the figure (its round trips are; compare them separately).
 
 Hash randomization is off (`PYTHONHASHSEED=0`) so that dict and set layouts, and with them
-the counts, repeat between runs. Under callgrind Python runs ~50x slower: a few hundred calls
+the counts, repeat between runs. A scenario should `gc.collect()` and `gc.freeze()` after its
+set-up: a full collection over what set-up left behind, falling in one run and not the other,
+would count as requests. Under callgrind Python runs ~50x slower: a few hundred calls
 per scenario are enough.
 """
 
