@@ -81,3 +81,40 @@ def test_the_relevance_corpus_reaches_its_largest_size_with_names_never_reused()
         "multihop": 5,
         "noanswer": 7,  # five generated, two hand-written
     }
+
+
+def _bench_module(name: str) -> object:
+    """A module of the template's bench/ folder, loaded from its file (it imports nothing of
+    the generated project)."""
+    path = V.REPO_ROOT / "template" / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"template_bench_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# A scenario as bench/callgrind.py drives one: set-up, then `--calls N` calls of some work.
+SCENARIO = """
+import sys
+calls, work = int(sys.argv[sys.argv.index("--calls") + 1]), int(sys.argv[1])
+table = [str(n) for n in range(5000)]  # set-up: counted in both runs, cancelled out
+for _ in range(calls):
+    sum(len(s) for s in table[:work])
+"""
+
+
+@pytest.mark.skipif(not Path("/usr/bin/valgrind").exists(), reason="valgrind is not installed")
+def test_instruction_counts_per_call_cancel_set_up_and_scale_with_the_work() -> None:
+    """bench/callgrind.py's figure is the work of one call: the same twice (to 1%), twice as
+    large for twice the work, whatever the set-up costs."""
+    callgrind = _bench_module("callgrind")
+    per_call: Callable[..., float] = callgrind.per_call  # type: ignore[attr-defined]
+    command = [sys.executable, "-I", "-S", "-c", SCENARIO]
+    small = per_call([*command, "200"], 20)
+    again = per_call([*command, "200"], 20)
+    large = per_call([*command, "400"], 20)
+    assert small > 10_000
+    assert abs(again - small) / small < 0.01
+    assert 1.8 < large / small < 2.2
