@@ -112,9 +112,9 @@ def test_instruction_counts_per_call_cancel_set_up_and_scale_with_the_work() -> 
     callgrind = _bench_module("callgrind")
     per_call: Callable[..., float] = callgrind.per_call  # type: ignore[attr-defined]
     command = [sys.executable, "-I", "-S", "-c", SCENARIO]
-    small = per_call([*command, "200"], 20)
-    again = per_call([*command, "200"], 20)
-    large = per_call([*command, "400"], 20)
+    small = per_call([*command, "200"], 200)
+    again = per_call([*command, "200"], 200)
+    large = per_call([*command, "400"], 200)
     assert small > 10_000
     assert abs(again - small) / small < 0.01
     assert 1.8 < large / small < 2.2

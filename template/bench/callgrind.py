@@ -35,17 +35,20 @@ def available() -> bool:
     return shutil.which("valgrind") is not None
 
 
+def _under_callgrind(command: Sequence[str], scratch: str) -> list[str]:
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/out", *command]
+
+
+def _environment(env: dict[str, str] | None) -> dict[str, str]:
+    return {**(os.environ if env is None else env), "PYTHONHASHSEED": "0"}
+
+
 def instructions(command: Sequence[str], env: dict[str, str] | None = None) -> int:
     """Instructions `command` executed, start to exit."""
     with tempfile.TemporaryDirectory() as scratch:
         finished = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={scratch}/callgrind.out",
-                *command,
-            ],
-            env={**(os.environ if env is None else env), "PYTHONHASHSEED": "0"},
+            _under_callgrind(command, scratch),
+            env=_environment(env),
             capture_output=True,
             text=True,
             check=False,
@@ -94,13 +97,8 @@ def _served(
         log = Path(scratch, "server.log")
         with log.open("wb") as output:
             server = subprocess.Popen(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    f"--callgrind-out-file={scratch}/callgrind.out",
-                    *command,
-                ],
-                env={**(os.environ if env is None else env), "PYTHONHASHSEED": "0"},
+                _under_callgrind(command, scratch),
+                env=_environment(env),
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )

@@ -251,13 +251,11 @@ class Cache:
         it and to validate what comes back.
         """
         codec = self._codec(model)
-        prefix = key.partition(PREFIX_SEPARATOR)[0]
-        full_key = self._root + key
-        value = await self._read(full_key, codec, prefix, codec.decode)
-        if value is not _MISS:
-            self._counters(prefix).hits.inc()
-            return value  # type: ignore[no-any-return]
-        return await self._load(full_key, loader, codec, ttl, prefix)  # type: ignore[no-any-return]
+        prefix, full_key = key.partition(PREFIX_SEPARATOR)[0], self._root + key
+        value = await self._hit(full_key, codec, prefix, codec.decode)
+        if value is _MISS:
+            value = await self._load(full_key, loader, codec, ttl, prefix)
+        return value  # type: ignore[no-any-return]
 
     async def get_or_load_json(
         self,
@@ -270,14 +268,20 @@ class Cache:
         """`get_or_load`, answered as the value's JSON (as `model` serializes it): on a hit
         the stored bytes themselves, for a route to send as its body unchanged."""
         codec = self._codec(model)
-        prefix = key.partition(PREFIX_SEPARATOR)[0]
-        full_key = self._root + key
-        json = await self._read(full_key, codec, prefix, codec.json_of)
-        if json is not _MISS:
+        prefix, full_key = key.partition(PREFIX_SEPARATOR)[0], self._root + key
+        json = await self._hit(full_key, codec, prefix, codec.json_of)
+        if json is _MISS:
+            json = codec.adapter.dump_json(await self._load(full_key, loader, codec, ttl, prefix))
+        return json  # type: ignore[no-any-return]
+
+    async def _hit(
+        self, full_key: str, codec: _Codec, prefix: str, decode: Callable[[bytes], Any]
+    ) -> Any:
+        """The entry as `decode` reads it, counted as a hit; `_MISS` for none."""
+        value = await self._read(full_key, codec, prefix, decode)
+        if value is not _MISS:
             self._counters(prefix).hits.inc()
-            return json  # type: ignore[no-any-return]
-        value = await self._load(full_key, loader, codec, ttl, prefix)
-        return codec.adapter.dump_json(value)
+        return value
 
     def _codec(self, model: Any) -> _Codec:
         codec = self._codecs.get(model)
