@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         metrics=metrics if settings.metrics_enabled else None,
         header=settings.request_id_header,
         access_log=settings.access_log,
+        quiet_paths=() if settings.access_log_probes else health.PROBE_PATHS,
         hsts_seconds=settings.hsts_seconds,
         docs_paths=[path for path in (app.docs_url, app.redoc_url) if path],
     )

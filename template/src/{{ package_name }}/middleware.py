@@ -89,6 +89,7 @@ class RequestContextMiddleware:
         metrics: Metrics | None,
         header: str = "X-Request-ID",
         access_log: bool = True,
+        quiet_paths: Iterable[str] = (),
         hsts_seconds: int = 0,
         docs_paths: Iterable[str] = (),
     ) -> None:
@@ -96,6 +97,9 @@ class RequestContextMiddleware:
         self.metrics = metrics
         self._header_key = header.lower().encode("latin-1")
         self.access_log = access_log
+        # Paths whose access line is written only for a 5xx (the probes, unless
+        # ACCESS_LOG_PROBES): metrics count them all the same.
+        self._quiet_paths = frozenset(quiet_paths)
         hsts = [(b"strict-transport-security", b"max-age=%d" % hsts_seconds)]
         self._docs_headers = [*SECURITY_HEADERS, *(hsts if hsts_seconds else [])]
         self._headers = [*self._docs_headers, CONTENT_SECURITY_POLICY]
@@ -161,7 +165,7 @@ class RequestContextMiddleware:
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
                 self.metrics.observe(scope["method"], route, status, duration)
-            if self.access_log:
+            if self.access_log and (status >= 500 or scope["path"] not in self._quiet_paths):
                 access_logger.info(
                     "request",
                     extra={
