@@ -14,12 +14,17 @@ storage failed (`rate_limit_fail_open_total`) are reported: a figure with any is
 measure of the limiter.
 
     uv run python bench/bench_cache.py [--rounds 5] [--requests 3000] [--concurrency 16]
+    uv run python bench/bench_cache.py --instructions [--calls 300]
+
+`--instructions` prints instructions per request instead, counted by valgrind's callgrind
+(steady on a busy machine; a Redis server's own work is not in the count).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import statistics
@@ -36,7 +41,7 @@ from asgi_lifespan import LifespanManager
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]  # the project, importable uninstalled
 
-from bench import asgi, cache_apps  # noqa: E402
+from bench import asgi, cache_apps, callgrind  # noqa: E402
 from bench.asgi import get_scope  # noqa: E402
 
 
@@ -50,7 +55,7 @@ def client_addresses(app: Any) -> Iterator[str]:
 
 
 async def call(app: Any, path: str, clients: Iterator[str]) -> None:
-    await app(get_scope(path, next(clients)), asgi.receive, asgi.expect_200)
+    await app(get_scope(path, client=next(clients)), asgi.receive, asgi.expect_200)
 
 
 async def load(
@@ -121,6 +126,41 @@ async def measure(backend: str, app: Any, args: argparse.Namespace) -> None:
     print(f"  served unchecked (rate-limit storage failed): {unchecked}")
 
 
+async def scenario(name: str, calls: int) -> None:
+    """What callgrind runs: "backend/read" set up, warmed up, then called exactly `calls`
+    times."""
+    backend, _, read = name.partition("/")
+    overrides = cache_apps.backends().get(backend)
+    if overrides is None or read not in cache_apps.PATHS:
+        raise SystemExit(f"unknown scenario {name!r}")
+    app, path = cache_apps.build(**overrides), cache_apps.PATHS[read]
+    # Under callgrind start-up takes many times its usual 5 s limit.
+    async with LifespanManager(app, startup_timeout=None, shutdown_timeout=None):
+        clients = client_addresses(app)  # each under the default limit, as in `measure`
+        for _ in range(100):  # warm-up; fills the cache
+            await call(app, path, clients)
+        gc.collect()
+        gc.freeze()  # what set-up left is not the calls' to collect (see bench/callgrind.py)
+        for _ in range(calls):
+            await call(app, path, clients)
+
+
+def instructions(calls: int) -> None:
+    for backend in cache_apps.backends():
+        print(f"\n{backend} backend:")
+        counts = {}
+        for name in cache_apps.PATHS:
+            key = f"{backend}/{name}"
+            command = [sys.executable, str(Path(__file__).resolve()), "--scenario", key]
+            counts[name] = callgrind.per_call(command, calls)
+            print(f"  {name:<20} {counts[name]:12,.0f} instructions per request")
+        uncached, cached, limited = counts.values()
+        print(
+            f"  cached vs uncached: {uncached / cached:.2f}x fewer instructions;"
+            f" rate limiter: {limited - cached:+,.0f} per request"
+        )
+
+
 async def main_async(args: argparse.Namespace) -> None:
     for backend, overrides in cache_apps.backends().items():
         await measure(backend, cache_apps.build(**overrides), args)
@@ -131,12 +171,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=2000, help="requests per round and read")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="only instructions per request, under valgrind's callgrind",
+    )
+    parser.add_argument("--calls", type=int, default=300, help="calls per callgrind scenario")
+    parser.add_argument("--scenario", help="backend/read: make --calls calls and exit")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as database_dir:
         os.environ.setdefault("DATABASE_URL", f"sqlite+aiosqlite:///{database_dir}/bench.sqlite3")
         os.environ["ACCESS_LOG"] = "false"
         logging.disable(logging.INFO)
+        if args.scenario:
+            asyncio.run(scenario(args.scenario, args.calls))
+            return
+        if args.instructions:
+            if not callgrind.available():
+                parser.error("--instructions needs valgrind (apt install valgrind)")
+            print(f"Instructions per request (callgrind, {args.calls} and {2 * args.calls} calls):")
+            instructions(args.calls)
+            return
         print(
             f"Same read uncached, cached and rate limited: {args.concurrency} concurrent callers,"
             f" in-process (median of {args.rounds} rounds x {args.requests} requests)"

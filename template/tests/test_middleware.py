@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from httpx import AsyncClient
 
-from .conftest import AppFactory, LogLines, client_for, json_log_lines
+from .conftest import AppFactory, DatabaseOutage, LogLines, client_for, json_log_lines
 
 BIG_JSON = json.dumps([{"id": i, "name": f"item {i}", "price": "12.50"} for i in range(200)])
 
@@ -62,9 +62,10 @@ async def test_process_time_header(client: AsyncClient) -> None:
     assert 0 <= float(response.headers["X-Process-Time"]) < 5
 
 
-async def test_one_json_access_line_per_request(client: AsyncClient, access_log: LogLines) -> None:
-    response = await client.get("/health/live", headers={"X-Request-ID": "req-1"})
-    await client.get("/no/such/route")
+async def test_one_json_access_line_per_request(app_with: AppFactory, access_log: LogLines) -> None:
+    async with app_with(access_log_probes=True) as app, client_for(app) as client:
+        response = await client.get("/health/live", headers={"X-Request-ID": "req-1"})
+        await client.get("/no/such/route")
 
     lines = access_log()
     assert len(lines) == 2
@@ -78,6 +79,41 @@ async def test_one_json_access_line_per_request(client: AsyncClient, access_log:
     )
     assert first["duration_ms"] >= 0
     assert (second["status"], second["route"]) == (404, "<unmatched>")
+
+
+async def test_probes_are_not_access_logged_by_default(
+    client: AsyncClient, access_log: LogLines
+) -> None:
+    await client.get("/health/live")
+    await client.get("/health/ready")
+    await client.get("/health/scaling")
+    await client.get("/no/such/route")
+
+    assert [line["path"] for line in access_log()] == ["/health/scaling", "/no/such/route"]
+
+
+async def test_probes_are_access_logged_when_asked(
+    app_with: AppFactory, access_log: LogLines
+) -> None:
+    async with app_with(access_log_probes=True) as app, client_for(app) as client:
+        await client.get("/health/live")
+        await client.get("/health/ready")
+
+    assert [line["path"] for line in access_log()] == ["/health/live", "/health/ready"]
+
+
+async def test_a_probe_answered_5xx_is_access_logged(
+    database_outage: DatabaseOutage, access_log: LogLines
+) -> None:
+    async with client_for(database_outage.app) as client:
+        await database_outage.cut()
+        ready = await client.get("/health/ready")
+        live = await client.get("/health/live")
+
+    assert (ready.status_code, live.status_code) == (503, 200)
+    lines = access_log()
+    assert [(line["path"], line["status"]) for line in lines] == [("/health/ready", 503)]
+    assert lines[0]["request_id"] == ready.headers["X-Request-ID"]
 
 
 async def test_large_responses_are_gzipped_small_ones_are_not(app_with: AppFactory) -> None:

@@ -15,7 +15,6 @@ from .db import Database
 from .errors import install_error_handlers
 from .middleware import (
     BodyLimitMiddleware,
-    CacheControlMiddleware,
     CompressionMiddleware,
     RequestContextMiddleware,
     body_limits,
@@ -106,7 +105,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.add_middleware(
         CompressionMiddleware, minimum_size=settings.gzip_minimum_size, level=settings.gzip_level
     )
-    app.add_middleware(CacheControlMiddleware, rules=settings.cache_control)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -121,7 +119,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         metrics=metrics if settings.metrics_enabled else None,
         header=settings.request_id_header,
         access_log=settings.access_log,
+        quiet_paths=() if settings.access_log_probes else health.PROBE_PATHS,
         hsts_seconds=settings.hsts_seconds,
         docs_paths=[path for path in (app.docs_url, app.redoc_url) if path],
+        cache_control=settings.cache_control,
     )
     return app

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/health", tags=["health"])
 
 _LIVE_BODY = b'{"status":"alive"}'
+# What orchestrators and load balancers call every few seconds (ACCESS_LOG_PROBES).
+PROBE_PATHS = ("/health/live", "/health/ready")
 _CGROUP = Path("/sys/fs/cgroup")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import re
 import time
 import urllib.parse
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 # Ids from clients and proxies are honoured when they are safe to log and to echo back.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _UNMATCHED_ROUTE = "<unmatched>"
+_random_bits = random.getrandbits
 
 
 # Sent with every response. JSON needs no script, style or frame, so the policy allows none;
@@ -75,11 +76,16 @@ def _pending_headers(
 
 
 class RequestContextMiddleware:
-    """Request id, timing, security headers, metrics, one access-log line, the last-resort 500.
+    """Request id, timing, security and cache headers, metrics, one access-log line, the
+    last-resort 500.
 
     It is the outermost middleware, so it sees the final status of every response and can
     answer an unhandled exception with a problem body that carries the request id (Starlette's
     ServerErrorMiddleware sits outside user middleware and knows nothing of the id).
+
+    Every layer costs each request a call, a closure and a hop per message sent, so what
+    edits the response head is done here, in one pass over the headers: `Cache-Control` by
+    path prefix (`cache_control`) included.
     """
 
     def __init__(
@@ -89,17 +95,23 @@ class RequestContextMiddleware:
         metrics: Metrics | None,
         header: str = "X-Request-ID",
         access_log: bool = True,
+        quiet_paths: Iterable[str] = (),
         hsts_seconds: int = 0,
         docs_paths: Iterable[str] = (),
+        cache_control: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self._header_key = header.lower().encode("latin-1")
         self.access_log = access_log
+        # Paths whose access line is written only for a 5xx (the probes, unless
+        # ACCESS_LOG_PROBES): metrics count them all the same.
+        self._quiet_paths = frozenset(quiet_paths)
         hsts = [(b"strict-transport-security", b"max-age=%d" % hsts_seconds)]
         self._docs_headers = [*SECURITY_HEADERS, *(hsts if hsts_seconds else [])]
         self._headers = [*self._docs_headers, CONTENT_SECURITY_POLICY]
         self._docs_paths = frozenset(docs_paths)
+        self._cache_control = CacheControlRules(cache_control or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,8 +121,10 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id = self._request_id(scope)
         token = request_id_var.set(request_id)
-        id_header = (self._header_key, request_id.encode("latin-1"))
-        extra = self._docs_headers if scope["path"] in self._docs_paths else self._headers
+        path: str = scope["path"]
+        head = [(self._header_key, request_id.encode("latin-1"))]
+        extra = self._docs_headers if path in self._docs_paths else self._headers
+        cache_control = self._cache_control.value(scope["method"], path)
         status = 500
         response_started = False
         # Created here so the handler's `request.state` is this same dict.
@@ -121,19 +135,20 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                elapsed = f"{time.perf_counter() - started:.6f}".encode()
-                headers = message.get("headers", ())
-                message["headers"] = [
-                    *headers,
-                    *_pending_headers(state, headers),
-                    id_header,
-                    (b"x-process-time", elapsed),
-                    *extra,
-                ]
+                elapsed = b"%.6f" % (time.perf_counter() - started)
+                headers = list(message.get("headers", ()))
+                if _RESPONSE_HEADERS in state:
+                    headers += _pending_headers(state, headers)
+                if cache_control is not None and 200 <= status < 400:
+                    _add_cache_control(headers, cache_control)
+                headers += head
+                headers.append((b"x-process-time", elapsed))
+                headers += extra
+                message["headers"] = headers
             await send(message)
 
         if self.metrics is not None:
-            self.metrics.in_flight.inc()
+            self.metrics.started()
         try:
             if b"%00" in scope["query_string"] or b"%00" in (scope.get("raw_path") or b""):
                 await _refuse_nul(scope, send_with_context, request_id)
@@ -159,14 +174,13 @@ class RequestContextMiddleware:
             duration = time.perf_counter() - started
             route = _route_template(scope)
             if self.metrics is not None:
-                self.metrics.in_flight.dec()
                 self.metrics.observe(scope["method"], route, status, duration)
-            if self.access_log:
+            if self.access_log and (status >= 500 or path not in self._quiet_paths):
                 access_logger.info(
                     "request",
                     extra={
                         "method": scope["method"],
-                        "path": scope["path"],
+                        "path": path,
                         "route": route,
                         "status": status,
                         "duration_ms": round(duration * 1000, 3),
@@ -181,7 +195,10 @@ class RequestContextMiddleware:
                 if _VALID_REQUEST_ID.fullmatch(value):
                     return str(value.decode("latin-1"))
                 break
-        return os.urandom(16).hex()  # as unique as uuid4().hex, at a fifth of the cost
+        # 128 random bits, as unique as uuid4().hex, from the process's Mersenne Twister (seeded
+        # from os.urandom, and again in every forked child): no system call per request. An id
+        # names a request in the logs; it guards nothing, so it needs no unpredictability.
+        return _random_bits(128).to_bytes(16).hex()
 
     @staticmethod
     async def _internal_error(send: Send, request_id: str) -> None:
@@ -238,11 +255,11 @@ def _route_template(scope: Scope) -> str:
     return path if isinstance(path, str) else _UNMATCHED_ROUTE
 
 
-class CacheControlMiddleware:
-    """Adds `Cache-Control` to successful GET/HEAD responses by path prefix (longest wins)."""
+class CacheControlRules:
+    """`Cache-Control` values by path prefix, for successful GET/HEAD responses (the longest
+    prefix wins; a response that sets its own keeps it)."""
 
-    def __init__(self, app: ASGIApp, *, rules: Mapping[str, str]) -> None:
-        self.app = app
+    def __init__(self, rules: Mapping[str, str]) -> None:
         # Longest prefix first, so "/api/static" beats "/api".
         self.rules = sorted(
             ((prefix, value.encode("latin-1")) for prefix, value in rules.items()),
@@ -250,24 +267,20 @@ class CacheControlMiddleware:
             reverse=True,
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"]
-        value = next((v for prefix, v in self.rules if path.startswith(prefix)), None)
-        if value is None:
-            await self.app(scope, receive, send)
-            return
+    def value(self, method: str, path: str) -> bytes | None:
+        """The value for a request, if its response is to carry one (when it succeeds)."""
+        if method == "GET" or method == "HEAD":
+            for prefix, value in self.rules:
+                if path.startswith(prefix):
+                    return value
+        return None
 
-        async def send_with_cache_control(message: Message) -> None:
-            if message["type"] == "http.response.start" and 200 <= message["status"] < 400:
-                headers = message.get("headers", ())
-                if not any(name.lower() == b"cache-control" for name, _ in headers):
-                    message["headers"] = [*headers, (b"cache-control", value)]
-            await send(message)
 
-        await self.app(scope, receive, send_with_cache_control)
+def _add_cache_control(headers: list[tuple[bytes, bytes]], value: bytes) -> None:
+    for name, _ in headers:
+        if name.lower() == b"cache-control":
+            return
+    headers.append((b"cache-control", value))
 
 
 class CompressionMiddleware:
@@ -324,9 +337,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self._limit(scope)
+        # The limit is looked up only for a request that has a body: most have none.
+        limit = -1
         declared = _content_length(scope["headers"])
-        if declared is not None and declared > limit:
+        if declared is not None and declared > (limit := self._limit(scope)):
             await _send_problem(
                 send,
                 status=413,
@@ -341,10 +355,12 @@ class BodyLimitMiddleware:
         received = 0
 
         async def receive_within_limit() -> Message:
-            nonlocal received
+            nonlocal received, limit
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                if limit < 0:
+                    limit = self._limit(scope)
                 if received > limit:
                     raise BodyTooLargeError(limit)
             return message
