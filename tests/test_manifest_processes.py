@@ -199,7 +199,10 @@ def ecs_containers(project: Path, images: dict[str, Image]) -> list[Container]:
         (spec,) = resource["Properties"]["ContainerDefinitions"]
         image = images["worker" if spec["Name"] == "worker" else "api"]
         env = {e["Name"]: str(e["Value"]) for e in spec.get("Environment", [])}
-        assert {s["Name"] for s in spec.get("Secrets", [])} <= set(SECRETS), spec["Name"]
+        # An optional secret (`!If`, loaded as None) is absent when its parameter is empty,
+        # as these processes start: without it.
+        secrets = {s["Name"] for s in spec.get("Secrets", []) if s is not None}
+        assert secrets <= set(SECRETS), spec["Name"]
         writable = [] if spec.get("ReadonlyRootFilesystem") else image.writable
         containers.append(
             Container(
