@@ -16,6 +16,7 @@ per scenario are enough.
 
 from __future__ import annotations
 
+import gc
 import http.client
 import os
 import re
@@ -27,6 +28,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # this module runs without the project's dependencies too
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 COLLECTED = re.compile(r"^==\d+== Collected : (\d+)$", re.MULTILINE)
 
@@ -80,7 +85,8 @@ def served_per_request(
     one keep-alive connection, cycling through `requests` (path, headers), after one round of
     them to warm it up; then 2 x `calls`. The difference, per request, is what serving one
     costs the server. Waiting for it to listen costs it nothing: refused connections never
-    reach it."""
+    reach it. After the warm-up round it is sent `GET SETTLE_PATH`, which a server run for
+    counting answers by freezing what start-up and warm-up left (`settled`)."""
     once = _served(command, port, requests, calls, env)
     twice = _served(command, port, requests, 2 * calls, env)
     return (twice - once) / calls
@@ -104,8 +110,9 @@ def _served(
             )
             try:
                 connection = _connect(server, port, log)
-                for n in range(len(requests) + calls):
-                    path, headers = requests[n % len(requests)]
+                warm_up = [*requests, (SETTLE_PATH, {})]
+                for n in range(len(warm_up) + calls):
+                    path, headers = warm_up[n] if n < len(warm_up) else requests[n % len(requests)]
                     connection.request("GET", path, headers=headers)
                     response = connection.getresponse()
                     response.read()
@@ -121,6 +128,28 @@ def _served(
         tail = "\n".join(text.splitlines()[-20:])
         raise RuntimeError(f"{' '.join(command)} failed under callgrind:\n{tail}")
     return int(found.group(1))
+
+
+SETTLE_PATH = "/_callgrind/settle"
+
+
+def settled(app: ASGIApp) -> ASGIApp:
+    """`app`, answering `GET SETTLE_PATH` by collecting garbage and freezing the rest out of
+    the collector's reach: as a scenario does after its set-up, for a server (a full
+    collection over start-up's objects, in one run and not the other, would count as
+    requests). Every other request costs one comparison more, the service's and the bare
+    app's alike."""
+
+    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == SETTLE_PATH:
+            gc.collect()
+            gc.freeze()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await app(scope, receive, send)
+
+    return wrapper
 
 
 # Python starts ~50x slower under callgrind; a loaded machine slower still.
