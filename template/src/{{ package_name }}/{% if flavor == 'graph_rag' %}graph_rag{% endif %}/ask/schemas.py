@@ -14,7 +14,8 @@ MAX_CONTEXT_TOKENS = 32_000
 
 
 class AskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"depth": false` or `"k": "5"` is a 422 naming the field, not read as 0 or 5.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     question: str = Field(min_length=1, max_length=MAX_QUESTION)
     k: int = Field(default=5, ge=1, le=MAX_K, description="Documents the search retrieves")
