@@ -3,7 +3,7 @@ graph facts it was given, token counts and timings."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..generate import Reason
 
@@ -14,8 +14,7 @@ MAX_CONTEXT_TOKENS = 32_000
 
 
 class AskRequest(BaseModel):
-    # Strict: `"depth": false` or `"k": "5"` is a 422 naming the field, not read as 0 or 5.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=MAX_QUESTION)
     k: int = Field(default=5, ge=1, le=MAX_K, description="Documents the search retrieves")
@@ -31,6 +30,15 @@ class AskRequest(BaseModel):
         le=MAX_CONTEXT_TOKENS,
         description="Tokens of passages and facts in the prompt; unset: ASK_CONTEXT_TOKENS",
     )
+
+    @field_validator("k", "depth", "max_tokens", "context_tokens", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        # An integer as JSON Schema means it: 7 and 7.0, never `false` or "7" (which
+        # pydantic's lax mode reads as 0 and 7).
+        if isinstance(value, bool | str):
+            raise ValueError("must be a number")
+        return value
 
 
 class Citation(BaseModel):
