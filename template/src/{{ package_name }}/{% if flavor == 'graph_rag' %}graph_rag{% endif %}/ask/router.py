@@ -36,8 +36,8 @@ Limits: `question` at most {MAX_QUESTION} characters, `k` at most {MAX_K}, `max_
 {MAX_TOKENS}, `context_tokens` 50 to {MAX_CONTEXT_TOKENS}.
 
 Streaming: with `Accept: {EVENT_STREAM}` the answer comes as server-sent events: `token`
-events (`{{"text": ...}}`) as the generator writes, then one `done` event carrying the whole
-answer as JSON (citations, facts, tokens, timings).
+events as the generator writes (data: a JSON object whose `text` is the next piece), then one
+`done` event carrying the whole answer as JSON (citations, facts, tokens, timings).
 
 Fallback: when the generator times out, fails, is cut off or its circuit breaker is open, the
 answer is the retrieved passages with `"degraded": true` and the reason (in a stream: the
