@@ -6,11 +6,12 @@ import asyncio
 import functools
 import importlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from alembic import command
 from alembic.config import Config
@@ -19,6 +20,7 @@ from fastapi import Depends, Request
 from sqlalchemy import MetaData, Table, bindparam, event, func, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 from . import COMMAND
 from .errors import (
@@ -37,6 +40,7 @@ from .errors import (
     is_schema_error,
     is_unavailable,
 )
+from .observability import STATEMENT_KINDS, Metrics
 from .resources import registry
 from .settings import Settings
 
@@ -182,6 +186,84 @@ async def _applied_revisions(connection: AsyncConnection) -> frozenset[str]:
     return frozenset(row[0] for row in rows)
 
 
+class _MeasuredQueuePool(AsyncAdaptedQueuePool):
+    """The default pool of an async engine, reporting its usage and each checkout's wait.
+
+    SQLAlchemy's pool events fire once a connection is checked out, not when the wait for
+    one starts, and before a checked-in one is counted as returned; `_do_get` and
+    `_do_return_conn` are the documented steps a pool subclass implements, so the figures
+    are taken around them.
+    """
+
+    metrics: Metrics | None = None
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if self.metrics is None:
+            return super()._do_get()
+        started = time.perf_counter()
+        try:
+            return super()._do_get()
+        finally:
+            self.metrics.db_pool_wait.observe(time.perf_counter() - started)
+            self._report(self.metrics)
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        super()._do_return_conn(record)
+        if self.metrics is not None:
+            self._report(self.metrics)
+
+    def _report(self, metrics: Metrics) -> None:
+        metrics.db_pool_checked_out.set(self.checkedout())
+        metrics.db_pool_overflow.set(max(self.overflow(), 0))
+
+    def recreate(self) -> _MeasuredQueuePool:
+        # `dispose` swaps the pool for a new one, which reports to the same metrics.
+        pool = cast(_MeasuredQueuePool, super().recreate())
+        pool.metrics = self.metrics
+        return pool
+
+
+# SQLAlchemy names a pool's logger after its class, and quiets only its own ("sqlalchemy.*")
+# below WARNING: this one too, or every dispose and recreate is logged at INFO.
+logging.getLogger(f"{__name__}.{_MeasuredQueuePool.__name__}").setLevel(logging.WARNING)
+
+
+def instrument(engine: AsyncEngine, metrics: Metrics) -> None:
+    """Record each statement's time by kind, and the pool's usage, in `metrics`.
+
+    A statement is timed from the driver's cursor call to its return: the database's work and
+    the round trip, not the ORM's. One connection runs one statement at a time, so its start
+    time lives in the connection's `info`.
+    """
+    sync_engine = engine.sync_engine
+    by_kind = {kind: metrics.db_query.labels(kind) for kind in (*STATEMENT_KINDS, "other")}
+    other = by_kind["other"]
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _started(connection: Connection, *_: Any) -> None:
+        connection.info["query_started"] = time.perf_counter()
+
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def _ended(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
+        started = connection.info.pop("query_started", None)
+        if started is not None:
+            kind = by_kind.get(statement.lstrip()[:6].lower(), other)
+            kind.observe(time.perf_counter() - started)
+
+    @event.listens_for(sync_engine, "handle_error")
+    def _failed(context: ExceptionContext) -> None:
+        connection = context.connection
+        started = connection.info.pop("query_started", None) if connection is not None else None
+        if started is not None and context.statement is not None:
+            kind = by_kind.get(context.statement.lstrip()[:6].lower(), other)
+            kind.observe(time.perf_counter() - started)
+
+    pool = sync_engine.pool
+    if isinstance(pool, _MeasuredQueuePool):
+        pool.metrics = metrics
+        metrics.db_pool_size.set(pool.size())
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database
     embedded = url.get_backend_name() == "sqlite"
@@ -199,6 +281,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         }
     engine = create_async_engine(
         url,
+        poolclass=_MeasuredQueuePool,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=settings.db_pool_pre_ping,
@@ -259,8 +342,9 @@ class Database:
 
     name = "database"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self._settings = settings
+        self._metrics = metrics
         self.retry_after = settings.db_retry_after_seconds
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
@@ -303,6 +387,8 @@ class Database:
 
     async def open(self) -> None:
         engine = create_engine(self._settings)
+        if self._metrics is not None:
+            instrument(engine, self._metrics)
         try:
             # Fail the start now, with a clear error, rather than on the first request.
             async with asyncio.timeout(self._settings.db_connect_timeout):

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from .deps import settings_of
-from .observability import request_id_var
+from .observability import Metrics, request_id_var
 from .resources import DEGRADED, registry, stop_task
 from .routing import PUBLIC
 from .settings import Settings
@@ -202,6 +202,8 @@ async def live() -> Response:
 async def ready(request: Request) -> Response:
     settings = settings_of(request)
     checks = await registry(request).check(settings.readiness_timeout)
+    metrics: Metrics = request.app.state.metrics
+    metrics.dependencies(checks)
     failed = sorted(
         name
         for name, result in checks.items()

@@ -13,6 +13,7 @@ from itertools import accumulate
 from typing import Any, Final
 
 import orjson
+import psutil
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import (
@@ -21,10 +22,16 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -206,22 +213,107 @@ class _SharedRequestCounts:
         latency.observe(seconds)
 
 
+#: Statement kinds of db_query_duration_seconds; the rest (DDL, CTEs, PRAGMA) is "other".
+STATEMENT_KINDS: Final = ("select", "insert", "update", "delete")
+_DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+
+
 class Metrics:
-    """The service's Prometheus metrics, on a registry owned by one app instance.
+    """The service's Prometheus metrics, on a registry owned by one app instance (or worker).
 
     A registry per app (not the global default) lets tests build many apps in one process.
-    With PROMETHEUS_MULTIPROC_DIR set (several uvicorn workers), /metrics aggregates every
-    worker's values through prometheus-client's multiprocess collector.
+    With PROMETHEUS_MULTIPROC_DIR set (several uvicorn workers, or a Celery worker's pool),
+    /metrics aggregates every process's values through prometheus-client's multiprocess
+    collector. Beside the requests it holds what every service has: the database's queries
+    and pool, the jobs, calls to other services, and the dependencies' readiness; a feature
+    adds its own metrics to `registry`.
     """
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = registry = CollectorRegistry(auto_describe=True)
         self.in_flight = Gauge(
             "http_requests_in_flight",
             "Requests being served right now.",
-            registry=self.registry,
+            registry=registry,
             multiprocess_mode="livesum",
         )
+        self.db_query = Histogram(
+            "db_query_duration_seconds",
+            "Time the database took to run a statement, by kind (select, insert, update, "
+            "delete, other).",
+            ("statement",),
+            buckets=_DB_BUCKETS,
+            registry=registry,
+        )
+        self.db_pool_size = Gauge(
+            "db_pool_size",
+            "Connections the pool keeps open (DB_POOL_SIZE), per process.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_checked_out = Gauge(
+            "db_pool_checked_out",
+            "Connections in use right now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_overflow = Gauge(
+            "db_pool_overflow",
+            "Connections open beyond DB_POOL_SIZE right now (at most DB_MAX_OVERFLOW).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.db_pool_wait = Histogram(
+            "db_pool_wait_seconds",
+            "Time a checkout waited for a connection (opening one included).",
+            buckets=_DB_BUCKETS,
+            registry=registry,
+        )
+        self.jobs_queued = Gauge(
+            "jobs_queued",
+            "Jobs waiting to run, by kind, as the job sweeper last counted them.",
+            ("kind",),
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.job_duration = Histogram(
+            "job_duration_seconds",
+            "Time one attempt at a job took, by kind and outcome (succeeded, failed, retried).",
+            ("kind", "outcome"),
+            buckets=_JOB_BUCKETS,
+            registry=registry,
+        )
+        self.jobs_retried = Counter(
+            "jobs_retried",
+            "Job attempts that failed and were scheduled again.",
+            ("kind",),
+            registry=registry,
+        )
+        self.jobs_swept = Counter(
+            "jobs_swept",
+            "Jobs the sweeper handed to the queue again (never run, or their worker was lost).",
+            ("kind",),
+            registry=registry,
+        )
+        self.outbound = Histogram(
+            "outbound_request_duration_seconds",
+            "Calls to other services (llm, graph_store, smtp), by target and outcome (ok, error).",
+            ("target", "outcome"),
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.dependency_up = Gauge(
+            "dependency_up",
+            "1 while a dependency passes its readiness check, 0 while it is down or degraded.",
+            ("dependency",),
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            # CPU seconds, resident memory and open files of this process. With several
+            # processes, the metrics port reports their sum instead (ProcessTreeCollector).
+            ProcessCollector(registry=registry)
         self._local: _RequestCounts | None = None
         self._shared: _SharedRequestCounts | None = None
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
@@ -244,6 +336,11 @@ class Metrics:
             self._local.observe(method, route, status, seconds)
         elif self._shared is not None:
             self._shared.observe(method, route, status, seconds)
+
+    def dependencies(self, checks: dict[str, str]) -> None:
+        """Record a readiness round: each resource's name to "ok" or what went wrong."""
+        for name, result in checks.items():
+            self.dependency_up.labels(name).set(1 if result == "ok" else 0)
 
     def exposition(self) -> tuple[bytes, str]:
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
@@ -269,6 +366,49 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
+class ProcessTreeCollector(Collector):
+    """process_cpu_seconds_total and process_resident_memory_bytes of a process and all its
+    descendants (uvicorn's workers, a Celery worker's pool), summed at each scrape.
+
+    prometheus-client's own process collector reports one process, and in multiprocess mode
+    none: this is what a container's CPU and memory limits are measured against.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self._root = psutil.Process(pid)
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(0.0, 0)
+
+    def collect(self) -> Iterable[Metric]:
+        cpu = 0.0
+        rss = 0
+        for process in [self._root, *self._root.children(recursive=True)]:
+            try:
+                with process.oneshot():
+                    times = process.cpu_times()
+                    cpu += times.user + times.system
+                    rss += process.memory_info().rss
+            except psutil.Error:  # exited between the listing and the reading
+                continue
+        return self._families(cpu, rss)
+
+    @staticmethod
+    def _families(cpu: float, rss: int) -> list[Metric]:
+        return [
+            CounterMetricFamily(
+                "process_cpu_seconds",
+                "User and system CPU time of the service's processes, in seconds.",
+                value=cpu,
+            ),
+            GaugeMetricFamily(
+                "process_resident_memory_bytes",
+                "Resident memory of the service's processes, in bytes.",
+                value=rss,
+            ),
+        ]
+
+
 def serve_metrics(host: str, port: int) -> None:
     """/metrics of every worker on a port of its own, from a thread of the calling process.
 
@@ -278,5 +418,6 @@ def serve_metrics(host: str, port: int) -> None:
     """
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(ProcessTreeCollector(os.getpid()))
     start_http_server(port, addr=host, registry=registry)
     logging.getLogger(__name__).info("metrics served", extra={"address": f"{host}:{port}"})

@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from ..db import Database
+from ..observability import Metrics
 from ..settings import Settings
 from .service import RetryPolicy, execute
 
@@ -26,8 +27,16 @@ class InProcessQueue:
 
     name = "job_queue"
 
-    def __init__(self, settings: Settings, database: Database, *, reason: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        *,
+        reason: str,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._database = database
+        self._metrics = metrics
         self._policy = RetryPolicy.from_settings(settings)
         self._concurrency = settings.job_concurrency
         self._backlog = settings.job_inprocess_backlog
@@ -64,7 +73,9 @@ class InProcessQueue:
                 assert task is not None
                 self._running.add(task)
                 try:
-                    outcome = await execute(self._database.sessions, job_id, self._policy)
+                    outcome = await execute(
+                        self._database.sessions, job_id, self._policy, self._metrics
+                    )
                 except Exception:
                     logger.exception("job delivery failed; the sweeper will retry it")
                     return

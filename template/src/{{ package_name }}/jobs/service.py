@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from typing import Any
 
 from prometheus_client import Counter
 from pydantic import JsonValue
-from sqlalchemy import Update, delete, select, update
+from sqlalchemy import Update, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..errors import AppError, NotFoundError
@@ -103,8 +104,11 @@ async def record(
     return job
 
 
-async def execute(sessions: Sessions, job_id: str, policy: RetryPolicy) -> Outcome:
-    """Run one delivery of a job: claim it, run its handler, record the outcome."""
+async def execute(
+    sessions: Sessions, job_id: str, policy: RetryPolicy, metrics: Metrics | None = None
+) -> Outcome:
+    """Run one delivery of a job: claim it, run its handler, record the outcome (and, given
+    `metrics`, the attempt's duration by kind and outcome)."""
     async with sessions.begin() as session:
         claimed = await _claim(session, job_id)
     if claimed is None:
@@ -123,6 +127,14 @@ async def execute(sessions: Sessions, job_id: str, policy: RetryPolicy) -> Outco
 
     log = {"job_id": job_id, "kind": kind, "attempt": attempt}
     logger.info("job started", extra=log)
+    started = time.perf_counter()
+
+    def observe(outcome: str) -> None:
+        if metrics is not None:
+            metrics.job_duration.labels(kind, outcome).observe(time.perf_counter() - started)
+            if outcome == "retried":
+                metrics.jobs_retried.labels(kind).inc()
+
     try:
         async with sessions.begin() as session:
             context = JobContext(job_id, kind, arguments, attempt, session)
@@ -143,6 +155,7 @@ async def execute(sessions: Sessions, job_id: str, policy: RetryPolicy) -> Outco
             if not await _finish_failed(sessions, job_id, attempt, error):
                 return _superseded(log)
             logger.exception("job failed", extra=log)
+            observe("failed")
             return Outcome(JobState.FAILED)
         delay = policy.delay(attempt)
         if not await _retry_later(sessions, job_id, attempt, error, delay):
@@ -150,8 +163,10 @@ async def execute(sessions: Sessions, job_id: str, policy: RetryPolicy) -> Outco
             # effect already exists): the rerun's outcome stands.
             return _superseded(log)
         logger.warning("job attempt failed; retrying", extra={**log, "error": error, "in": delay})
+        observe("retried")
         return Outcome(JobState.PENDING, retry_in=delay)
     logger.info("job succeeded", extra=log)
+    observe("succeeded")
     return Outcome(JobState.SUCCEEDED)
 
 
@@ -232,8 +247,9 @@ async def _release(sessions: Sessions, job_id: str, attempt: int) -> None:
 
 async def requeue_candidates(
     session: AsyncSession, *, pending_for: float, lost_after: float, limit: int = 500
-) -> list[str]:
-    """Jobs the sweeper should hand to the queue again, marked so the next sweep waits.
+) -> dict[str, str]:
+    """Jobs the sweeper should hand to the queue again (id to kind), marked so the next sweep
+    waits.
 
     Pending ones no worker has claimed for `pending_for` seconds (the broker was down at
     enqueue, or lost the message), and running ones older than `lost_after` seconds (their
@@ -247,11 +263,11 @@ async def requeue_candidates(
             Job.started_at < now - timedelta(seconds=lost_after),
         )
         .values(state=JobState.PENDING, available_at=now, error="the worker was lost mid-job")
-        .returning(Job.id)
+        .returning(Job.id, Job.kind)
     )
-    lost_ids = list(lost.scalars())
+    found: dict[str, str] = dict(lost.all())
     stale = (
-        select(Job.id)
+        select(Job.id, Job.kind)
         .where(
             Job.state == JobState.PENDING,
             Job.available_at < now - timedelta(seconds=pending_for),
@@ -259,10 +275,21 @@ async def requeue_candidates(
         .order_by(Job.available_at)
         .limit(limit)
     )
-    stale_ids = list((await session.scalars(stale)).all())
-    if stale_ids:
-        await session.execute(update(Job).where(Job.id.in_(stale_ids)).values(available_at=now))
-    return lost_ids + stale_ids
+    stale_jobs: dict[str, str] = dict((await session.execute(stale)).all())
+    if stale_jobs:
+        await session.execute(
+            update(Job).where(Job.id.in_(list(stale_jobs))).values(available_at=now)
+        )
+    return found | stale_jobs
+
+
+async def queued_by_kind(session: AsyncSession) -> dict[str, int]:
+    """How many jobs of each kind wait to run (pending, retries waiting out their backoff
+    included)."""
+    rows = await session.execute(
+        select(Job.kind, func.count()).where(Job.state == JobState.PENDING).group_by(Job.kind)
+    )
+    return dict(rows.all())
 
 
 async def purge_finished(session: AsyncSession, *, older_than: timedelta) -> int:
