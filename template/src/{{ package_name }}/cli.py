@@ -45,29 +45,42 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _collect_metrics(
+    directory: Path | None, host: str, port: int | None, port_setting: str
+) -> bool:
+    """Share metrics between this process and its children through `directory` (a fresh
+    temporary one when only `port` is set), and serve them on `port`. False, having said
+    why, when either is unusable."""
+    if directory is None and port is not None:
+        # The metrics port reads every process's metrics from files, even with one process.
+        directory = Path(tempfile.mkdtemp(prefix="metrics-"))
+    if directory is not None:
+        try:
+            _prepare_metrics_dir(directory)
+        except OSError as exc:
+            sys.stderr.write(
+                f"PROMETHEUS_MULTIPROC_DIR={directory} is unusable: {exc.strerror or exc}\n"
+            )
+            return False
+    if port is not None:
+        try:
+            serve_metrics(host, port)
+        except OSError as exc:
+            sys.stderr.write(f"{port_setting}={port} is unusable: {exc}\n")
+            return False
+    return True
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     problem = startup_problem(settings)
     if problem is not None and settings.is_production:
         sys.stderr.write(f"refusing to start: {problem}\n")
         return 2
-    metrics_dir = settings.prometheus_multiproc_dir
-    if metrics_dir is None and settings.metrics_port is not None:
-        # The metrics port reads every worker's metrics from files, even with one worker.
-        metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-"))
-    if metrics_dir is not None:
-        try:
-            _prepare_metrics_dir(metrics_dir)
-        except OSError as exc:
-            sys.stderr.write(
-                f"PROMETHEUS_MULTIPROC_DIR={metrics_dir} is unusable: {exc.strerror or exc}\n"
-            )
-            return 2
-    if settings.metrics_port is not None:
-        try:
-            serve_metrics(args.host or settings.host, settings.metrics_port)
-        except OSError as exc:
-            sys.stderr.write(f"METRICS_PORT={settings.metrics_port} is unusable: {exc}\n")
-            return 2
+    host = args.host or settings.host
+    if not _collect_metrics(
+        settings.prometheus_multiproc_dir, host, settings.metrics_port, "METRICS_PORT"
+    ):
+        return 2
     if settings.should_auto_migrate:
         logger.info("migrating the embedded database", extra={"database": str(settings.database)})
         migrate(settings)
@@ -88,6 +101,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    port = settings.worker_metrics_port
+    if port is not None:
+        # Beside serve's files, not among them: each empties its directory when it starts.
+        shared = settings.prometheus_multiproc_dir
+        directory = None if shared is None else shared / "worker"
+        if not _collect_metrics(directory, settings.host, port, "WORKER_METRICS_PORT"):
+            return 2
     return run_worker(settings)
 
 

@@ -409,6 +409,22 @@ class ProcessTreeCollector(Collector):
         ]
 
 
+_process_metrics: dict[int, Metrics] = {}
+
+
+def worker_metrics(port: int | None) -> Metrics | None:
+    """A worker process's metrics when WORKER_METRICS_PORT (`port`) serves them; None
+    otherwise. One per process: a Celery pool process, forked from the worker, makes its own
+    (the `worker` command has set PROMETHEUS_MULTIPROC_DIR for them all by then)."""
+    if port is None:
+        return None
+    pid = os.getpid()
+    metrics = _process_metrics.get(pid)
+    if metrics is None:
+        metrics = _process_metrics[pid] = Metrics()
+    return metrics
+
+
 def serve_metrics(host: str, port: int) -> None:
     """/metrics of every worker on a port of its own, from a thread of the calling process.
 

@@ -157,6 +157,8 @@ class OpenAIGenerator:
             ("outcome",),
             registry=metrics.registry,
         )
+        self._answered = metrics.outbound.labels("llm", "ok")
+        self._failed = metrics.outbound.labels("llm", "error")
 
     async def open(self) -> None:
         headers = {"Accept": "text/event-stream"}
@@ -187,7 +189,8 @@ class OpenAIGenerator:
                 "generator_unavailable",
                 f"the circuit breaker is open ({self.breaker.seconds_left():.1f} s left)",
             )
-        deadline = asyncio.get_running_loop().time() + self.timeout
+        started = asyncio.get_running_loop().time()
+        deadline = started + self.timeout
         outcome = "abandoned"  # the caller stopped reading (its client went away)
         try:
             async with asyncio.timeout_at(deadline):
@@ -211,11 +214,14 @@ class OpenAIGenerator:
             raise
         finally:
             self._calls.labels(outcome).inc()
+            took = asyncio.get_running_loop().time() - started
             if outcome == "ok":
+                self._answered.observe(took)
                 self.breaker.succeeded()
             elif outcome == "abandoned":
                 self.breaker.abandoned()
             else:
+                self._failed.observe(took)
                 self.breaker.failed()
 
     async def _answer(

@@ -24,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import aiosmtplib
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from ...db import Database
 from ...jobs.service import as_utc
@@ -64,9 +65,11 @@ class OutboxDelivery:
         self._server = server
         self._task: asyncio.Task[None] | None = None
         self._failures = FailureLog(logger, "outbox delivery round failed; retrying every round")
-        # Counted where metrics are served (`serve`); the worker's outcomes are in its log.
         self._outcomes: Counter | None = None
+        self._smtp: tuple[Histogram, Histogram] | None = None
         if metrics is not None:
+            outbound = metrics.outbound
+            self._smtp = (outbound.labels("smtp", "ok"), outbound.labels("smtp", "error"))
             self._outcomes = Counter(
                 "report_emails_total",
                 "Report e-mails by outcome: sent, retried (a temporary refusal), failed "
@@ -173,25 +176,31 @@ class OutboxDelivery:
         if not ready:
             return
         smtp = self._server.client()
+        started = time.perf_counter()
         try:
             await smtp.connect()
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            self._took(started, ok=False)
             unreachable = refusal(exc)
             for message, _ in ready:
                 del untried[message.id]
                 await self._refused(message, unreachable)
             return
+        self._took(started, ok=True)
         try:
             for message, email in ready:
                 del untried[message.id]
+                started = time.perf_counter()
                 try:
                     await smtp.send_message(email)
                 except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                    self._took(started, ok=False)
                     refused = refusal(exc)
                     await self._refused(message, refused)
                     if refused.connection_lost:
                         return  # the rest go back untried
                     continue
+                self._took(started, ok=True)
                 await self._sent(message)
         finally:
             if smtp.is_connected:
@@ -199,6 +208,11 @@ class OutboxDelivery:
                     await smtp.quit()
                 except (aiosmtplib.SMTPException, OSError, TimeoutError):
                     smtp.close()
+
+    def _took(self, started: float, *, ok: bool) -> None:
+        """A call to the mail server (connecting, or sending one message) ended."""
+        if self._smtp is not None:
+            self._smtp[0 if ok else 1].observe(time.perf_counter() - started)
 
     async def _release(self, untried: list[Claimed]) -> None:
         async with self._database.sessions.begin() as session:
