@@ -338,6 +338,26 @@ def _check_metrics(port: int, metrics_port: str | None) -> None:
         scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
         assert scraped.status_code == 200
         assert 'route="/health/ready"' in scraped.text, scraped.text[:2000]
+        # Readiness ran against the manifest's database: its statements and pool are counted.
+        assert 'db_query_duration_seconds_count{statement="select"}' in scraped.text
+        assert "process_resident_memory_bytes" in scraped.text
+
+
+def _check_worker_metrics(metrics_port: str) -> None:
+    """The worker's own metrics port: its sweeper has counted the queue by the time it is
+    scraped (it sweeps once at start), and its processes' memory is summed."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        except httpx.TransportError:
+            scraped = None
+        if scraped is not None and "db_pool_size" in scraped.text:
+            break
+        assert time.monotonic() < deadline, "the worker's metrics port never served its pool"
+        time.sleep(0.2)
+    assert scraped.status_code == 200
+    assert "process_resident_memory_bytes" in scraped.text
 
 
 @pytest.mark.generated
@@ -383,9 +403,9 @@ def test_processes_start_as_the_manifests_start_them(
     }
     port = free_port()
     own = {"PORT": str(port), "QUEUE_NAME": f"manifest-{uuid.uuid4().hex[:10]}"}
-    api = next(c for c in containers if c.name == "api")
-    if "METRICS_PORT" in api.env:  # a pod has its own network namespace: so has this run
-        own["METRICS_PORT"] = str(free_port())
+    for name in ("METRICS_PORT", "WORKER_METRICS_PORT"):
+        if any(name in c.env for c in containers):  # a pod has its own network namespace:
+            own[name] = str(free_port())  # so has this run
 
     sandboxes = {c.name: Sandbox(tmp_path / c.name, c) for c in containers}
     migrate = sandboxes["migrate"]
@@ -416,6 +436,8 @@ def test_processes_start_as_the_manifests_start_them(
         for name in processes:
             _check_liveness(sandboxes[name], project, venv, local, own)
         _check_metrics(port, own.get("METRICS_PORT"))
+        if "worker" in processes and "WORKER_METRICS_PORT" in own:
+            _check_worker_metrics(own["WORKER_METRICS_PORT"])
         # As the platform stops a container: SIGTERM to its main process only (the worker's
         # pool processes hear it from their parent).
         for process in processes.values():

@@ -7,7 +7,7 @@ import functools
 import importlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,6 @@ from fastapi import Depends, Request
 from sqlalchemy import MetaData, Table, bindparam, event, func, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -231,32 +230,31 @@ logging.getLogger(f"{__name__}.{_MeasuredQueuePool.__name__}").setLevel(logging.
 def instrument(engine: AsyncEngine, metrics: Metrics) -> None:
     """Record each statement's time by kind, and the pool's usage, in `metrics`.
 
-    A statement is timed from the driver's cursor call to its return: the database's work and
-    the round trip, not the ORM's. One connection runs one statement at a time, so its start
-    time lives in the connection's `info`.
+    A statement is timed around the dialect's execute step, the driver's call: the database's
+    work and the round trip, not the ORM's, failures included. Wrapped on this engine's own
+    dialect rather than timed by SQLAlchemy's cursor events: with any engine event listened
+    for, every statement pays the connection's event dispatch (measured on SQLite: ~110k
+    instructions a statement, where this wrapper costs ~10k).
     """
     sync_engine = engine.sync_engine
     by_kind = {kind: metrics.db_query.labels(kind) for kind in (*STATEMENT_KINDS, "other")}
     other = by_kind["other"]
 
-    @event.listens_for(sync_engine, "before_cursor_execute")
-    def _started(connection: Connection, *_: Any) -> None:
-        connection.info["query_started"] = time.perf_counter()
+    def timed(execute: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(execute)
+        def timed_execute(cursor: Any, statement: str, *args: Any) -> None:
+            started = time.perf_counter()
+            try:
+                execute(cursor, statement, *args)
+            finally:
+                kind = by_kind.get(statement.lstrip()[:6].lower(), other)
+                kind.observe(time.perf_counter() - started)
 
-    @event.listens_for(sync_engine, "after_cursor_execute")
-    def _ended(connection: Connection, _cursor: Any, statement: str, *_: Any) -> None:
-        started = connection.info.pop("query_started", None)
-        if started is not None:
-            kind = by_kind.get(statement.lstrip()[:6].lower(), other)
-            kind.observe(time.perf_counter() - started)
+        return timed_execute
 
-    @event.listens_for(sync_engine, "handle_error")
-    def _failed(context: ExceptionContext) -> None:
-        connection = context.connection
-        started = connection.info.pop("query_started", None) if connection is not None else None
-        if started is not None and context.statement is not None:
-            kind = by_kind.get(context.statement.lstrip()[:6].lower(), other)
-            kind.observe(time.perf_counter() - started)
+    dialect = sync_engine.dialect
+    for step in ("do_execute", "do_executemany", "do_execute_no_params"):
+        setattr(dialect, step, timed(getattr(dialect, step)))
 
     pool = sync_engine.pool
     if isinstance(pool, _MeasuredQueuePool):
