@@ -16,6 +16,7 @@ follow it between the autoscaler's min and max replicas, and the month is 730 ho
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,33 @@ class Plan:
                 "through a rollout)"
             )
         return found
+
+
+def bench_rps(path: Path, endpoint: str | None = None) -> tuple[str, float]:
+    """The full stack's requests/s per worker from `bench/bench_stack.py --json`'s file: the
+    endpoint named, or the slowest one measured (a plan for the costliest request is safe)."""
+    try:
+        figures = json.loads(path.read_text())["under_load"]
+        measured = {
+            key.partition("/")[2]: float(values["requests_per_second"])
+            for key, values in figures.items()
+            if key.startswith("full/")
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PlanError(
+            "--from-bench", f"{path} is not a file of `bench/bench_stack.py --json`: {exc}"
+        ) from exc
+    if not measured:
+        raise PlanError(
+            "--from-bench",
+            f"{path} has no requests/s under load (wrk was not installed when it ran); "
+            "install wrk and run the benchmark again, or pass --rps-per-worker",
+        )
+    if endpoint is None:
+        endpoint = min(measured, key=measured.__getitem__)
+    elif endpoint not in measured:
+        raise PlanError("--endpoint", f"{endpoint!r} is not in {path}: {', '.join(measured)}")
+    return endpoint, measured[endpoint]
 
 
 def daily_curve(peak_factor: float, steps: int = STEPS_PER_DAY) -> list[float]:

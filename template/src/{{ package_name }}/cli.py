@@ -19,7 +19,7 @@ from prometheus_client import values
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
-from .capacity import PlanError, PlanInputs, plan, report, write_plot
+from .capacity import PlanError, PlanInputs, bench_rps, plan, report, write_plot
 from .components import FLAVOR, run_worker, startup_problem
 from .db import migrate
 from .observability import configure_logging, serve_metrics
@@ -122,8 +122,16 @@ def _positive(text: str) -> float:
 
 
 def _plan_capacity(args: argparse.Namespace, settings: Settings) -> int:
+    rps_per_worker = args.rps_per_worker
+    if args.from_bench is not None:
+        try:
+            endpoint, rps_per_worker = bench_rps(args.from_bench, args.endpoint)
+        except PlanError as exc:
+            sys.stderr.write(f"plan-capacity: {exc}\n")
+            return 2
+        sys.stdout.write(f"benchmark: {rps_per_worker:,.0f} requests/s per worker ({endpoint})\n")
     inputs = PlanInputs(
-        rps_per_worker=args.rps_per_worker,
+        rps_per_worker=rps_per_worker,
         requests_per_day=args.requests_per_day,
         peak_factor=args.peak_factor,
         p95_target=args.p95_target,
@@ -184,12 +192,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "and SCALING_MAX_REPLICAS, at SCALING_CPU_TARGET, priced with PRICE_VCPU_HOUR and "
         "PRICE_GB_HOUR. Exits 1 when the maximum cannot carry the peak.",
     )
-    capacity.add_argument(
+    measured = capacity.add_mutually_exclusive_group(required=True)
+    measured.add_argument(
         "--rps-per-worker",
         type=_positive,
-        required=True,
         help="requests/s one worker process serves on a core of its own "
         "(bench/bench_stack.py through uvicorn)",
+    )
+    measured.add_argument(
+        "--from-bench",
+        type=Path,
+        help="read it from `bench/bench_stack.py --json FILE`'s file",
+    )
+    capacity.add_argument(
+        "--endpoint",
+        help="with --from-bench: the benchmark's endpoint to plan for (default: the slowest)",
     )
     capacity.add_argument(
         "--requests-per-day", type=_positive, required=True, help="the day's requests"
