@@ -11,7 +11,9 @@ instance with several workers; the alerts measure the real p95.
 
 The day's traffic is one peak: a smooth curve whose mean is the average rate
 (requests per day / 86,400) and whose highest point is `peak_factor` times it. Instances
-follow it between the autoscaler's min and max replicas, and the month is 730 hours.
+follow it between the autoscaler's min and max replicas, and the month is 730 hours. Memory is
+not modelled: the plan sizes for CPU, and the dashboard's resident memory panel shows whether
+the autoscaler's memory target is reached first.
 """
 
 from __future__ import annotations
