@@ -125,7 +125,7 @@ def test_bad_answer_names_the_question(
     assert f"'{question}'" in message, f"error does not name {question!r}: {message}"
 
 
-@pytest.mark.parametrize("folder", ["bench", "deploy", "src", "tests"])
+@pytest.mark.parametrize("folder", ["bench", "deploy", "observability", "src", "tests"])
 def test_package_name_refuses_the_projects_own_folders(
     folder: str, template_copy: Path, tmp_path: Path
 ) -> None:

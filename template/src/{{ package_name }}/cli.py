@@ -1,9 +1,11 @@
-"""Command line: `serve` runs the API, `worker` runs jobs, `migrate` upgrades the schema."""
+"""Command line: `serve` runs the API, `worker` runs jobs, `migrate` upgrades the schema,
+`plan-capacity` sizes and prices the deployment."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -17,6 +19,7 @@ from prometheus_client import values
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from .capacity import PlanError, PlanInputs, bench_rps, plan, report, write_plot
 from .components import FLAVOR, run_worker, startup_problem
 from .db import migrate
 from .observability import configure_logging, serve_metrics
@@ -93,7 +96,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=args.workers or settings.web_concurrency,
+        workers=settings.web_concurrency if args.workers is None else args.workers,
         reload=args.reload,
         **uvicorn_options(settings),
     )
@@ -128,6 +131,57 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be above zero: {text!r}")
+    return value
+
+
+def _plan_capacity(args: argparse.Namespace, settings: Settings) -> int:
+    rps_per_worker = args.rps_per_worker
+    if args.from_bench is not None:
+        try:
+            endpoint, rps_per_worker = bench_rps(args.from_bench, args.endpoint)
+        except PlanError as exc:
+            sys.stderr.write(f"plan-capacity: {exc}\n")
+            return 2
+        sys.stdout.write(f"benchmark: {rps_per_worker:,.0f} requests/s per worker ({endpoint})\n")
+    inputs = PlanInputs(
+        rps_per_worker=rps_per_worker,
+        requests_per_day=args.requests_per_day,
+        peak_factor=args.peak_factor,
+        p95_target=args.p95_target,
+        workers=settings.web_concurrency if args.workers is None else args.workers,
+        cpu_target=settings.scaling_cpu_target,
+        min_replicas=settings.scaling_min_replicas,
+        max_replicas=settings.scaling_max_replicas,
+        instance_vcpu=settings.instance_vcpu,
+        instance_memory_gb=settings.instance_memory_gb,
+        price_vcpu_hour=settings.price_vcpu_hour,
+        price_gb_hour=settings.price_gb_hour,
+    )
+    try:
+        result = plan(inputs)
+    except PlanError as exc:
+        sys.stderr.write(f"plan-capacity: {exc}\n")
+        return 2
+    sys.stdout.write(report(result) + "\n")
+    if args.plot is not None:
+        try:
+            write_plot(result, args.plot)
+        except (RuntimeError, OSError) as exc:
+            sys.stderr.write(f"plan-capacity --plot: {exc}\n")
+            return 2
+        sys.stdout.write(f"plot: {args.plot}\n")
+    # A maximum that cannot carry the peak fails the command (a check for CI); a wasteful
+    # minimum is only a warning.
+    return 1 if result.peak_instances > inputs.max_replicas else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +204,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="target (default: heads, the newest revision of the template's and your branch)",
     )
     migrate_cmd.set_defaults(handler=_migrate)
+
+    capacity = commands.add_parser(
+        "plan-capacity",
+        help="instances and monthly cost for a traffic, from the benchmark's requests/s",
+        description="Instances over a day and their monthly cost, within SCALING_MIN_REPLICAS "
+        "and SCALING_MAX_REPLICAS, at SCALING_CPU_TARGET, priced with PRICE_VCPU_HOUR and "
+        "PRICE_GB_HOUR. Exits 1 when the maximum cannot carry the peak.",
+    )
+    measured = capacity.add_mutually_exclusive_group(required=True)
+    measured.add_argument(
+        "--rps-per-worker",
+        type=_positive,
+        help="requests/s one worker process serves on a core of its own "
+        "(bench/bench_stack.py through uvicorn)",
+    )
+    measured.add_argument(
+        "--from-bench",
+        type=Path,
+        help="read it from `bench/bench_stack.py --json FILE`'s file",
+    )
+    capacity.add_argument(
+        "--endpoint",
+        help="with --from-bench: the benchmark's endpoint to plan for (default: the slowest)",
+    )
+    capacity.add_argument(
+        "--requests-per-day", type=_positive, required=True, help="the day's requests"
+    )
+    capacity.add_argument(
+        "--peak-factor",
+        type=_positive,
+        default=3.0,
+        help="the busiest moment's rate as a multiple of the average (default: 3)",
+    )
+    capacity.add_argument(
+        "--p95-target",
+        type=_positive,
+        default=0.2,
+        help="seconds; the latency objective of observability/alerts.yaml (default: 0.2)",
+    )
+    capacity.add_argument(
+        "--workers", type=int, help="worker processes per instance (default: WEB_CONCURRENCY)"
+    )
+    capacity.add_argument(
+        "--plot",
+        type=Path,
+        default=Path("capacity.png"),
+        help="PNG of the day's traffic and instances (default: capacity.png; needs matplotlib)",
+    )
+    capacity.add_argument("--no-plot", dest="plot", action="store_const", const=None)
+    capacity.set_defaults(handler=_plan_capacity)
 
     FLAVOR.add_commands(commands)
 
