@@ -285,13 +285,13 @@ class Metrics:
             registry=registry,
         )
         self.jobs_retried = Counter(
-            "jobs_retried",
+            "jobs_retried_total",
             "Job attempts that failed and were scheduled again.",
             ("kind",),
             registry=registry,
         )
         self.jobs_swept = Counter(
-            "jobs_swept",
+            "jobs_swept_total",
             "Jobs the sweeper handed to the queue again (never run, or their worker was lost).",
             ("kind",),
             registry=registry,
