@@ -17,9 +17,10 @@ from prometheus_client import values
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from . import __version__
 from .components import FLAVOR, run_worker, startup_problem
 from .db import migrate
-from .observability import configure_logging, serve_metrics
+from .observability import configure_error_reporting, configure_logging, serve_metrics
 from .server import uvicorn_options
 from .settings import Settings
 
@@ -88,6 +89,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    configure_error_reporting(
+        settings.sentry_dsn, environment=settings.environment, release=__version__
+    )
     return run_worker(settings)
 
 
