@@ -195,7 +195,6 @@ def configure_error_reporting(dsn: str | None, *, environment: str, release: str
         dsn=dsn,
         environment=environment,
         release=release,
-        send_default_pii=False,
         before_send=_tag_request_id,
     )
     return True
