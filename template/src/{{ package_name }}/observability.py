@@ -1,4 +1,4 @@
-"""Structured logging with the request id, and the Prometheus metrics registry."""
+"""Structured logging with the request id, error reporting, and the Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -178,9 +178,9 @@ def configure_error_reporting(dsn: str | None, *, environment: str, release: str
     Sentry then reports what the service does not handle: an unhandled error in a request
     (logged by the request-context middleware, which answers the 500) or in a job, and any
     line logged at ERROR. Its integrations for the libraries installed here switch themselves
-    on: FastAPI and Starlette (the request's method, URL and route on each event), and the
-    job queue's (Celery or arq). Each event is tagged with `request_id`, the id of the request
-    it happened in, or that submitted the job: the id in the 500's body and in the log lines.
+    on: FastAPI and Starlette (the request's method, URL and route on each event) and, in a
+    worker, Celery's or arq's. Each event is tagged with `request_id`, the id of the request
+    it happened in or that submitted the job: the id in the 500's body and in the log lines.
     Performance tracing stays off (`traces_sample_rate` unset): sampled or not, it costs
     every request.
 
