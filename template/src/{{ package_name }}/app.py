@@ -19,7 +19,12 @@ from .middleware import (
     RequestContextMiddleware,
     body_limits,
 )
-from .observability import Metrics, configure_logging, metrics_router
+from .observability import (
+    Metrics,
+    configure_error_reporting,
+    configure_logging,
+    metrics_router,
+)
 from .observability import metrics as metrics_endpoint
 from .openapi import install_openapi
 from .ratelimit import document_rate_limits
@@ -57,6 +62,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     settings = settings or Settings()
     if configure_logs:
         configure_logging(settings.log_level, settings.log_format)
+    configure_error_reporting(
+        settings.sentry_dsn, environment=settings.environment, release=__version__
+    )
     problem = startup_problem(settings)
     if problem is not None:
         if settings.is_production:

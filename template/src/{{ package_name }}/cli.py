@@ -19,10 +19,11 @@ from prometheus_client import values
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from . import __version__
 from .capacity import PlanError, PlanInputs, bench_rps, plan, report, write_plot
 from .components import FLAVOR, run_worker, startup_problem
 from .db import migrate
-from .observability import configure_logging, serve_metrics
+from .observability import configure_error_reporting, configure_logging, serve_metrics
 from .server import uvicorn_options
 from .settings import Settings
 
@@ -111,6 +112,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         directory = None if shared is None else shared / "worker"
         if not _collect_metrics(directory, settings.host, port, "WORKER_METRICS_PORT"):
             return 2
+    configure_error_reporting(
+        settings.sentry_dsn, environment=settings.environment, release=__version__
+    )
     return run_worker(settings)
 
 

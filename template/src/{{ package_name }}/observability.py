@@ -1,4 +1,4 @@
-"""Structured logging with the request id, and the Prometheus metrics registry."""
+"""Structured logging with the request id, error reporting, and the Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from contextvars import ContextVar
 from itertools import accumulate
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
 
 import orjson
 import psutil
@@ -36,6 +36,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from .routing import PUBLIC
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Event, Hint
 
 # Set by the request-context middleware; read by every log line written during the request.
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -92,17 +95,69 @@ class JsonFormatter(logging.Formatter):
 
 
 class ConsoleFormatter(logging.Formatter):
-    """Human-readable lines for local development, still carrying the request id."""
+    """One line a person can read, with the same fields as the JSON line:
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+        12:00:01.234 INFO    access [5f0c9e] POST /api/jobs 202 3.1ms client=127.0.0.1
+        12:00:01.236 INFO    my_service.jobs.service [5f0c9e] job started job_id=ab12 attempt=1
+
+    Local time to the millisecond, level, logger, request id (`-` outside a request), the
+    message, then every `extra` field as key=value (a value with spaces or quotes is quoted;
+    a field that is None is left out). An access line reads as method, path, status and
+    duration. A traceback follows on the next lines.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        record.request_id = getattr(record, "request_id", None) or request_id_var.get() or "-"
-        return super().format(record)
+        request_id = getattr(record, "request_id", None) or request_id_var.get() or "-"
+        fields = {
+            key: value
+            for key, value in record.__dict__.items()
+            if key not in _RECORD_ATTRIBUTES and key != "request_id" and value is not None
+        }
+        message = record.getMessage()
+        if all(key in fields for key in _ACCESS_FIELDS):
+            method, path, status, duration_ms = (fields.pop(key) for key in _ACCESS_FIELDS)
+            message = f"{method} {path} {status} {duration_ms}ms"
+            if fields.get("route") == path:
+                del fields["route"]  # says nothing the path does not
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = (
+            f"{clock}.{int(record.msecs):03d} {record.levelname:<7} {record.name} "
+            f"[{request_id}] {message}"
+        )
+        line += "".join(f" {key}={_console_value(value)}" for key, value in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
 
 
-def configure_logging(level: str, log_format: str) -> None:
+# The fields of an access line (middleware.py), shown first and without their names.
+_ACCESS_FIELDS: Final = ("method", "path", "status", "duration_ms")
+
+
+def _console_value(value: object) -> str:
+    """A string as it is unless that would be ambiguous (empty, spaces, quotes, `=`), then
+    quoted; anything else as compact JSON."""
+    if not isinstance(value, str):
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    if not value or any(c.isspace() or c in "\"'=" for c in value):
+        return orjson.dumps(value).decode()
+    return value
+
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+def chosen_format(log_format: LogFormat, stream: TextIO) -> Literal["json", "console"]:
+    """`auto`: console lines for a person at a terminal, JSON for everything else (a log
+    collector, a file, a pipe)."""
+    if log_format == "auto":
+        return "console" if stream.isatty() else "json"
+    return log_format
+
+
+def configure_logging(level: str, log_format: LogFormat) -> None:
     """Route every logger (uvicorn's included) through one stdout handler."""
     # Skip what no line prints: caller lookup, thread, process and multiprocessing names. The
     # logging HOWTO's "Optimization" section documents these switches; together they save
@@ -112,7 +167,8 @@ def configure_logging(level: str, log_format: str) -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
+    console = chosen_format(log_format, sys.stdout) == "console"
+    handler.setFormatter(ConsoleFormatter() if console else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -121,6 +177,42 @@ def configure_logging(level: str, log_format: str) -> None:
         logging.getLogger(name).propagate = True
     # The request-context middleware writes the access line, with the request id.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def configure_error_reporting(dsn: str | None, *, environment: str, release: str) -> bool:
+    """Report errors to Sentry when `dsn` is set; True when reporting is on.
+
+    Sentry then reports what the service does not handle: an unhandled error in a request
+    (logged by the request-context middleware, which answers the 500) or in a job, and any
+    line logged at ERROR. Its integrations for the libraries installed here switch themselves
+    on: FastAPI and Starlette (the request's method, URL and route on each event) and, in a
+    worker, Celery's or arq's. Each event is tagged with `request_id`, the id of the request
+    it happened in or that submitted the job: the id in the 500's body and in the log lines.
+    Performance tracing stays off (`traces_sample_rate` unset): sampled or not, it costs
+    every request.
+
+    Without a DSN this returns before importing sentry_sdk, so nothing of Sentry is loaded,
+    patched or run on any path: off costs nothing.
+    """
+    if not dsn:
+        return False
+    import sentry_sdk
+
+    sentry_sdk.init(
+        dsn=dsn,
+        environment=environment,
+        release=release,
+        before_send=_tag_request_id,
+    )
+    return True
+
+
+def _tag_request_id(event: Event, hint: Hint) -> Event:
+    # Sentry calls this where the event is captured: in the request's or the job's context.
+    request_id = request_id_var.get()
+    if request_id is not None:
+        event.setdefault("tags", {})["request_id"] = request_id
+    return event
 
 
 _REQUESTS_HELP = "HTTP requests by method, route template and status code."

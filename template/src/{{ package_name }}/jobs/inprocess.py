@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextvars import Context
 
 from ..db import Database
 from ..observability import Metrics
@@ -60,7 +61,11 @@ class InProcessQueue:
         if len(self._tasks) >= self._backlog:
             # The job stays pending in the table; the sweeper offers it again later.
             raise QueueFullError(f"{len(self._tasks)} jobs already waiting")
-        task = asyncio.create_task(self._run(self._slots, job_id, delay), name=f"job-{job_id}")
+        # A context of its own, not the submitting request's: the job outlives the request, and
+        # finds what it needs (the request id, for its log lines) in its row, as in a worker.
+        task = asyncio.create_task(
+            self._run(self._slots, job_id, delay), name=f"job-{job_id}", context=Context()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

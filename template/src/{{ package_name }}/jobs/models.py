@@ -38,6 +38,9 @@ class Job(Base):
     # Who submitted it through the API ("user:7", "client:ci"); None for the service's own.
     owner: Mapped[str | None] = mapped_column(String(200))
     arguments: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The id of the request that submitted it: the job's log lines (and error reports) carry
+    # it wherever it runs. None for jobs the service submits on its own.
+    request_id: Mapped[str | None] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16), default=JobState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     result: Mapped[Any] = mapped_column(JSON, nullable=True)

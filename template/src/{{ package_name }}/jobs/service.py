@@ -22,7 +22,7 @@ from sqlalchemy import Update, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..errors import AppError, NotFoundError
-from ..observability import Metrics
+from ..observability import Metrics, request_id_var
 from ..resources import Checkable, Degraded
 from ..settings import Settings
 from . import JobContext, JobQueue, job_kind, load_job_modules
@@ -94,6 +94,7 @@ async def record(
         kind=kind,
         owner=owner,
         arguments=arguments,
+        request_id=request_id_var.get(),
         state=JobState.PENDING,
         attempts=0,
         created_at=now,
@@ -114,7 +115,16 @@ async def execute(
     if claimed is None:
         logger.info("job delivery skipped: not pending", extra={"job_id": job_id})
         return Outcome(None)
-    kind, arguments, attempt = claimed
+    # The submitting request's id, for every line logged while the job runs, in any process.
+    token = request_id_var.set(claimed.request_id)
+    try:
+        return await _run(sessions, job_id, claimed, policy)
+    finally:
+        request_id_var.reset(token)
+
+
+async def _run(sessions: Sessions, job_id: str, claimed: _Claim, policy: RetryPolicy) -> Outcome:
+    kind, arguments, attempt = claimed.kind, claimed.arguments, claimed.attempt
     registered = job_kind(kind)
     if registered is None:
         await _finish_failed(sessions, job_id, attempt, f"no handler for job kind '{kind}'")
@@ -175,7 +185,15 @@ def _superseded(log: dict[str, Any]) -> Outcome:
     return Outcome(None)
 
 
-async def _claim(session: AsyncSession, job_id: str) -> tuple[str, dict[str, Any], int] | None:
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    kind: str
+    arguments: dict[str, Any]
+    attempt: int
+    request_id: str | None
+
+
+async def _claim(session: AsyncSession, job_id: str) -> _Claim | None:
     row = (
         await session.execute(
             update(Job)
@@ -186,10 +204,10 @@ async def _claim(session: AsyncSession, job_id: str) -> tuple[str, dict[str, Any
                 started_at=utcnow(),
                 finished_at=None,
             )
-            .returning(Job.kind, Job.arguments, Job.attempts)
+            .returning(Job.kind, Job.arguments, Job.attempts, Job.request_id)
         )
     ).one_or_none()
-    return None if row is None else (row.kind, row.arguments, row.attempts)
+    return None if row is None else _Claim(row.kind, row.arguments, row.attempts, row.request_id)
 
 
 def _holding_claim(job_id: str, attempt: int) -> Update:
