@@ -118,12 +118,18 @@ async def execute(
     # The submitting request's id, for every line logged while the job runs, in any process.
     token = request_id_var.set(claimed.request_id)
     try:
-        return await _run(sessions, job_id, claimed, policy)
+        return await _run(sessions, job_id, claimed, policy, metrics)
     finally:
         request_id_var.reset(token)
 
 
-async def _run(sessions: Sessions, job_id: str, claimed: _Claim, policy: RetryPolicy) -> Outcome:
+async def _run(
+    sessions: Sessions,
+    job_id: str,
+    claimed: _Claim,
+    policy: RetryPolicy,
+    metrics: Metrics | None,
+) -> Outcome:
     kind, arguments, attempt = claimed.kind, claimed.arguments, claimed.attempt
     registered = job_kind(kind)
     if registered is None:
