@@ -39,9 +39,11 @@ from .errors import (
 )
 from .resources import registry
 from .settings import Settings
+from .tracing import instrument_engine
 
 if TYPE_CHECKING:
     import aiosqlite
+    from opentelemetry.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +323,10 @@ class Database:
         if self._engine is not None:
             await self._engine.dispose()
         self._engine = self._sessions = None
+
+    def instrument(self, tracer_provider: TracerProvider) -> None:
+        """A span per statement, when tracing is on (tracing.py)."""
+        instrument_engine(self.engine, tracer_provider)
 
     async def check(self) -> None:
         """Readiness: the database answers and its schema is what this code needs."""
