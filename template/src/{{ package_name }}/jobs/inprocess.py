@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
+
+from opentelemetry.trace import SpanKind
 
 from ..db import Database
 from ..settings import Settings
-from .service import RetryPolicy, execute
+from .service import Outcome, RetryPolicy, execute
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer, TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +43,12 @@ class InProcessQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         #: The tasks running a job now; the others wait for a slot or a retry's delay.
         self._running: set[asyncio.Task[None]] = set()
+        self._tracer: Tracer | None = None
+
+    def instrument(self, tracer_provider: TracerProvider) -> None:
+        """Run each job in a span, in the trace of the request that submitted it: the task
+        starts in the submitter's context."""
+        self._tracer = tracer_provider.get_tracer(__name__)
 
     async def open(self) -> None:
         logger.warning(
@@ -64,13 +76,23 @@ class InProcessQueue:
                 assert task is not None
                 self._running.add(task)
                 try:
-                    outcome = await execute(self._database.sessions, job_id, self._policy)
+                    outcome = await self._execute(job_id)
                 except Exception:
                     logger.exception("job delivery failed; the sweeper will retry it")
                     return
                 finally:
                     self._running.discard(task)
             retry_in = outcome.retry_in
+
+    async def _execute(self, job_id: str) -> Outcome:
+        if self._tracer is None:
+            return await execute(self._database.sessions, job_id, self._policy)
+        with self._tracer.start_as_current_span(
+            "job process",
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "in-process", "messaging.message.id": job_id},
+        ):
+            return await execute(self._database.sessions, job_id, self._policy)
 
     async def close(self) -> None:
         """Let running jobs finish for a while, then cancel them (they return to pending).
