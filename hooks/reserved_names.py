@@ -38,6 +38,13 @@ IMPORT_NAMES = {
     "celery": ["celery", "kombu"],
     "pytrec-eval-terrier": ["pytrec_eval"],
     "pystemmer": ["Stemmer"],
+    # One namespace package, `opentelemetry`, for all of them.
+    "opentelemetry-exporter-otlp-proto-http": ["opentelemetry"],
+    "opentelemetry-instrumentation-celery": ["opentelemetry"],
+    "opentelemetry-instrumentation-httpx": ["opentelemetry"],
+    "opentelemetry-instrumentation-redis": ["opentelemetry"],
+    "opentelemetry-instrumentation-sqlalchemy": ["opentelemetry"],
+    "opentelemetry-sdk": ["opentelemetry"],
 }
 # Type stubs, tools and the build backend: nothing the project imports by that name.
 NOT_MODULES = re.compile(r"^types-|-types$|^ruff$")

@@ -98,7 +98,7 @@ def release_changing_the_extended_files(template: Template, tag: str) -> None:
     last = "(CPU-bound: ~5 ms of CPU per search).\n"  # the last line of the graph_rag section
     edit(readme, last, last + RELEASE_README_LINE)
     env_example = root / TEMPLATE_DIR / ".env.example.jinja"
-    edit(env_example, "OPENTELEMETRY_ENABLED=false\n", "OPENTELEMETRY_ENABLED=false\n" + (
+    edit(env_example, "TRACING_ENABLED=false\n", "TRACING_ENABLED=false\n" + (
         RELEASE_VARIABLE
     ))  # fmt: skip
     add_dependency(root / TEMPLATE_DIR / "pyproject.toml.jinja", RELEASE_DEPENDENCY)

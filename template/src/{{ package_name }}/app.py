@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from .openapi import install_openapi
 from .ratelimit import document_rate_limits
 from .resources import ResourceRegistry, resources_of
 from .settings import Settings
+from .tracing import TELEMETRY_OFF, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +56,16 @@ def _withhold_internals(app: FastAPI, settings: Settings) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with resources_of(app):
-        yield
+    tracing: Tracing | None = app.state.tracing
+    try:
+        async with resources_of(app) as registry:
+            if tracing is not None:
+                tracing.instrument(registry)
+            yield
+    finally:
+        if tracing is not None:
+            # The spans still batched leave now, not with the process: a worker's last ones.
+            await asyncio.to_thread(tracing.shutdown)
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
@@ -72,6 +82,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         logger.warning(problem)
     metrics = Metrics()
     resources = build_resources(settings, metrics)
+    tracing = Tracing() if settings.tracing_enabled else None
 
     app = FastAPI(
         title=SERVICE_NAME,
@@ -81,11 +92,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         docs_url="/docs" if settings.serves_docs else None,
         redoc_url="/redoc" if settings.serves_docs else None,
         openapi_url="/openapi.json" if settings.serves_docs else None,
-        telemetry=None
-        if settings.opentelemetry_enabled
-        else {"tracing": False, "metrics": False, "logs": False},
+        # The request spans when tracing is on; off, FastAPI passes requests straight through.
+        telemetry=tracing.telemetry() if tracing is not None else TELEMETRY_OFF,
     )
     app.state.settings = settings
+    app.state.tracing = tracing
     app.state.metrics = metrics
     app.state.resources = registry = ResourceRegistry(resources)
 

@@ -42,9 +42,11 @@ from .errors import (
 from .observability import STATEMENT_KINDS, Metrics
 from .resources import registry
 from .settings import Settings
+from .tracing import instrument_engine
 
 if TYPE_CHECKING:
     import aiosqlite
+    from opentelemetry.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +229,7 @@ class _MeasuredQueuePool(AsyncAdaptedQueuePool):
 logging.getLogger(f"{__name__}.{_MeasuredQueuePool.__name__}").setLevel(logging.WARNING)
 
 
-def instrument(engine: AsyncEngine, metrics: Metrics) -> None:
+def measure(engine: AsyncEngine, metrics: Metrics) -> None:
     """Record each statement's time by kind, and the pool's usage, in `metrics`.
 
     A statement is timed around the dialect's execute step, the driver's call: the database's
@@ -386,7 +388,7 @@ class Database:
     async def open(self) -> None:
         engine = create_engine(self._settings)
         if self._metrics is not None:
-            instrument(engine, self._metrics)
+            measure(engine, self._metrics)
         try:
             # Fail the start now, with a clear error, rather than on the first request.
             async with asyncio.timeout(self._settings.db_connect_timeout):
@@ -405,6 +407,10 @@ class Database:
         if self._engine is not None:
             await self._engine.dispose()
         self._engine = self._sessions = None
+
+    def instrument(self, tracer_provider: TracerProvider) -> None:
+        """A span per statement, when tracing is on (tracing.py)."""
+        instrument_engine(self.engine, tracer_provider)
 
     async def check(self) -> None:
         """Readiness: the database answers and its schema is what this code needs."""

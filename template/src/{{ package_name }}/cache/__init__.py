@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 from fastapi import Request
@@ -39,6 +39,10 @@ from pydantic.errors import PydanticUserError
 
 from ..observability import Metrics
 from ..resources import Degraded, registry
+from ..tracing import Traceable
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +229,11 @@ class Cache:
 
     async def close(self) -> None:
         await self.backend.close()
+
+    def instrument(self, tracer_provider: TracerProvider) -> None:
+        """The backend's calls as spans, when it has a client to trace (Redis)."""
+        if isinstance(self.backend, Traceable):
+            self.backend.instrument(tracer_provider)
 
     async def check(self) -> None:
         # The service fails open, so an unreachable cache degrades it but keeps it ready.

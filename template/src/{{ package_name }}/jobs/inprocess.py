@@ -10,11 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextvars import Context
+from typing import TYPE_CHECKING
+
+from opentelemetry.context import Context as TraceContext
+from opentelemetry.context import get_current as current_trace_context
+from opentelemetry.trace import SpanKind
 
 from ..db import Database
 from ..observability import Metrics
 from ..settings import Settings
-from .service import RetryPolicy, execute
+from .service import Outcome, RetryPolicy, execute
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer, TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,11 @@ class InProcessQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         #: The tasks running a job now; the others wait for a slot or a retry's delay.
         self._running: set[asyncio.Task[None]] = set()
+        self._tracer: Tracer | None = None
+
+    def instrument(self, tracer_provider: TracerProvider) -> None:
+        """Run each job in a span, in the trace of the request that submitted it."""
+        self._tracer = tracer_provider.get_tracer(__name__)
 
     async def open(self) -> None:
         logger.warning(
@@ -63,13 +76,17 @@ class InProcessQueue:
             raise QueueFullError(f"{len(self._tasks)} jobs already waiting")
         # A context of its own, not the submitting request's: the job outlives the request, and
         # finds what it needs (the request id, for its log lines) in its row, as in a worker.
+        # Only the submitter's trace goes along, as its span's parent.
+        trace = current_trace_context() if self._tracer is not None else None
         task = asyncio.create_task(
-            self._run(self._slots, job_id, delay), name=f"job-{job_id}", context=Context()
+            self._run(self._slots, job_id, delay, trace), name=f"job-{job_id}", context=Context()
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, slots: asyncio.Semaphore, job_id: str, delay: float) -> None:
+    async def _run(
+        self, slots: asyncio.Semaphore, job_id: str, delay: float, trace: TraceContext | None
+    ) -> None:
         retry_in: float | None = delay
         while retry_in is not None:
             await asyncio.sleep(retry_in)
@@ -78,15 +95,25 @@ class InProcessQueue:
                 assert task is not None
                 self._running.add(task)
                 try:
-                    outcome = await execute(
-                        self._database.sessions, job_id, self._policy, self._metrics
-                    )
+                    outcome = await self._execute(job_id, trace)
                 except Exception:
                     logger.exception("job delivery failed; the sweeper will retry it")
                     return
                 finally:
                     self._running.discard(task)
             retry_in = outcome.retry_in
+
+    async def _execute(self, job_id: str, trace: TraceContext | None) -> Outcome:
+        sessions, policy, metrics = self._database.sessions, self._policy, self._metrics
+        if self._tracer is None:
+            return await execute(sessions, job_id, policy, metrics)
+        with self._tracer.start_as_current_span(
+            "job process",
+            context=trace,
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "in-process", "messaging.message.id": job_id},
+        ):
+            return await execute(sessions, job_id, policy, metrics)
 
     async def close(self) -> None:
         """Let running jobs finish for a while, then cancel them (they return to pending).

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 from pydantic import JsonValue
@@ -25,8 +25,12 @@ from ..errors import AppError, NotFoundError
 from ..observability import Metrics, request_id_var
 from ..resources import Checkable, Degraded
 from ..settings import Settings
+from ..tracing import Traceable
 from . import JobContext, JobQueue, job_kind, load_job_modules
 from .models import FINISHED_STATES, Job, JobState
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -384,6 +388,11 @@ class Jobs:
 
     async def close(self) -> None:
         await self.queue.close()
+
+    def instrument(self, tracer_provider: TracerProvider) -> None:
+        """The queue's hop as spans, when it has one to trace (a broker's), tracing on."""
+        if isinstance(self.queue, Traceable):
+            self.queue.instrument(tracer_provider)
 
     async def check(self) -> None:
         """The queue's own check, when it has one (a broker's reachability)."""

@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import httpx
 import orjson
@@ -36,6 +37,9 @@ from ..observability import Metrics
 from ..resources import Degraded
 from ..settings import Settings
 from .generate import GeneratorError, Prompt
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +177,14 @@ class OpenAIGenerator:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+    def instrument(self, tracer_provider: TracerProvider) -> None:
+        """A client span per call to the generator, carrying the trace to it (traceparent),
+        when tracing is on (tracing.py)."""
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        if self._client is not None:
+            HTTPXClientInstrumentor.instrument_client(self._client, tracer_provider=tracer_provider)
 
     async def check(self) -> None:
         """Readiness: degraded (still ready) while the breaker keeps the server uncalled."""
