@@ -37,7 +37,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -53,6 +53,10 @@ from .observability import Metrics
 from .resources import registry, resources_of
 from .routing import api_routes
 from .settings import Settings
+from .tracing import Traceable
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 # The counter of failed authentications per client address (see `RateLimiter.count_failure`).
 AUTH_FAILURES = "auth_failures"
@@ -136,6 +140,11 @@ class RateLimiter:
 
     async def close(self) -> None:
         self._limiter = self._single_trip = None  # the cache backend owns the connections
+
+    def instrument(self, tracer_provider: TracerProvider) -> None:
+        """The storage's calls as spans, when it has a client to trace (Redis)."""
+        if isinstance(self._single_trip, Traceable):
+            self._single_trip.instrument(tracer_provider)
 
     async def enforce(self, route: str, identity: str) -> dict[str, str]:
         """Count one request; the headers to send, or RateLimitedError when over the limit."""
