@@ -95,7 +95,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     uvicorn.run(
         f"{__package__}.app:create_app",
         factory=True,
-        host=args.host or settings.host,
+        host=host,
         port=args.port or settings.port,
         workers=settings.web_concurrency if args.workers is None else args.workers,
         reload=args.reload,

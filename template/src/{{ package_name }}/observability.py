@@ -409,18 +409,17 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemostrecent",
         )
-        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-            # CPU seconds, resident memory and open files of this process. With several
-            # processes, the metrics port reports their sum instead (ProcessTreeCollector).
-            ProcessCollector(registry=registry)
         self._local: _RequestCounts | None = None
         self._shared: _SharedRequestCounts | None = None
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-            self._shared = _SharedRequestCounts(self.registry, self.in_flight)
+            self._shared = _SharedRequestCounts(registry, self.in_flight)
         else:
             local = self._local = _RequestCounts()
             self.in_flight.set_function(lambda: local.in_flight)
-            self.registry.register(local)
+            registry.register(local)
+            # CPU seconds, resident memory and open files of this process. With several
+            # processes, the metrics port reports their sum instead (ProcessTreeCollector).
+            ProcessCollector(registry=registry)
 
     def started(self) -> None:
         """A request began."""
