@@ -18,7 +18,8 @@ When the storage is down (errors, timeouts), RATE_LIMIT_FAIL_OPEN decides: serve
 unchecked, counted in `rate_limit_fail_open_total`, or answer 503. Waiting for the storage is
 not an outage: with `max_concurrent_checks` (Redis: one per limiter connection) a burst
 queues for a turn, and only a request that waited `wait_timeout` in vain is refused (503,
-`rate_limit_busy`), never served unchecked.
+`rate_limit_busy`), never served unchecked. Once its turn comes, a check that takes longer
+than `call_timeout` (Redis: RATE_LIMIT_REDIS_TIMEOUT) is the storage being down.
 
 A storage that counts a request and reads its window in one call (`SingleTripWindow`: the
 Redis one, one round trip) is asked once per check; any other is asked twice, as `limits`
@@ -36,8 +37,8 @@ import inspect
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -57,6 +58,8 @@ from .tracing import Traceable
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
+
+_UNBOUNDED: Final = nullcontext()
 
 # The counter of failed authentications per client address (see `RateLimiter.count_failure`).
 AUTH_FAILURES = "auth_failures"
@@ -92,6 +95,7 @@ class RateLimiter:
         warning_interval: float = 60.0,
         max_concurrent_checks: int | None = None,
         wait_timeout: float = 5.0,
+        call_timeout: float | None = None,
     ) -> None:
         # Parsed once: a typo in a limit fails start-up, not the first request.
         self.default = parse(settings.rate_limit_default)
@@ -105,6 +109,9 @@ class RateLimiter:
             None if max_concurrent_checks is None else asyncio.Semaphore(max_concurrent_checks)
         )
         self.wait_timeout = wait_timeout
+        # Each check's storage calls as a whole; one that runs out is an outage. None: no
+        # bound of the limiter's own (process memory cannot hang).
+        self.call_timeout = call_timeout
         self.outage = Outage(
             "rate-limit storage unavailable; "
             + ("serving requests unlimited" if self.fail_open else "answering 503"),
@@ -157,15 +164,16 @@ class RateLimiter:
             if self.outage.backing_off:  # began while this request waited: do not try again
                 return self._unchecked(route)
             try:
-                if self._single_trip is not None:
-                    allowed, reset_at, remaining = await self._single_trip.hit_with_stats(
-                        item, route, identity
-                    )
-                else:
-                    allowed = await self._limiter.hit(item, route, identity)
-                    reset_at, remaining = await self._limiter.get_window_stats(
-                        item, route, identity
-                    )
+                async with self._bounded():
+                    if self._single_trip is not None:
+                        allowed, reset_at, remaining = await self._single_trip.hit_with_stats(
+                            item, route, identity
+                        )
+                    else:
+                        allowed = await self._limiter.hit(item, route, identity)
+                        reset_at, remaining = await self._limiter.get_window_stats(
+                            item, route, identity
+                        )
             except Exception as exc:  # any storage failure: the setting decides, never a 500
                 self.errors.inc()
                 self.outage.failed(exc)
@@ -196,9 +204,10 @@ class RateLimiter:
             return None
         async with self._turn():
             try:
-                if await self._limiter.test(item, AUTH_FAILURES, address):
-                    return None
-                reset_at, _ = await self._limiter.get_window_stats(item, AUTH_FAILURES, address)
+                async with self._bounded():
+                    if await self._limiter.test(item, AUTH_FAILURES, address):
+                        return None
+                    reset_at, _ = await self._limiter.get_window_stats(item, AUTH_FAILURES, address)
             except Exception as exc:  # the storage is down: the setting decides, as for limits
                 self.errors.inc()
                 self.outage.failed(exc)
@@ -224,6 +233,11 @@ class RateLimiter:
                 headers=exc.headers,
             )
         return None
+
+    def _bounded(self) -> AbstractAsyncContextManager[object]:
+        if self.call_timeout is None:
+            return _UNBOUNDED  # no timer to start and cancel on every check
+        return asyncio.timeout(self.call_timeout)
 
     @asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
