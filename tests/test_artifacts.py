@@ -318,6 +318,21 @@ def test_alert_rules_pass_promtool_and_their_unit_tests(
 
 
 @ARTIFACTS
+def test_the_generated_ci_runs_the_alert_rules_tests(projects: list[Path]) -> None:
+    """The generated workflow's `alerts` job installs promtool and runs the two commands the
+    test above runs on every variant (and the project's README gives)."""
+    for project in projects:
+        workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+        runs = [step["run"] for step in workflow["jobs"]["alerts"]["steps"] if "run" in step]
+        assert "apt-get install --yes --no-install-recommends prometheus" in runs[0]
+        commands = [run for run in runs[1:] if run.startswith("promtool ")]
+        assert commands == [
+            "promtool check rules observability/alerts.yaml",
+            "promtool test rules observability/alerts.test.yaml",
+        ], project.name
+
+
+@ARTIFACTS
 def test_dashboards_read_into_grafanas_model_unchanged(projects: list[Path]) -> None:
     register_default_plugins()
     for project in projects:
