@@ -1,4 +1,4 @@
-"""Optional OpenTelemetry tracing: requests, database, Redis and outbound HTTP, exported by OTLP.
+"""Optional OpenTelemetry tracing by OTLP: requests, database, Redis, graph server, outbound HTTP.
 
 On with TRACING_ENABLED=true. Where the spans go, and how many are kept, are the standard
 OpenTelemetry variables, read by the SDK itself: OTEL_EXPORTER_OTLP_ENDPOINT (or
