@@ -204,12 +204,16 @@ def configure_error_reporting(dsn: str | None, *, environment: str, release: str
     if not dsn:
         return False
     import sentry_sdk
+    from sentry_sdk.integrations.logging import LoggingIntegration
 
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
         release=release,
         before_send=_tag_request_id,
+        # A line logged at ERROR is an event: said here, as sentry-sdk 3 no longer does it by
+        # default (2.x did). The unhandled request's and the failed job's lines are those.
+        integrations=[LoggingIntegration(event_level=logging.ERROR)],
     )
     return True
 
