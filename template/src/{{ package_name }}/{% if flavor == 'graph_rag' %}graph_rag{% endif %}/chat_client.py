@@ -5,15 +5,19 @@ serves every answer. Each answer is asked for as a stream (`"stream": true`), so
 GENERATOR_READ_TIMEOUT bounds the wait between two chunks, not the whole answer;
 GENERATOR_TIMEOUT bounds the whole answer, its retries and its wait for a slot included.
 
-- Retries: a 429, a 5xx or a failed connection is tried again, up to GENERATOR_RETRIES times,
-  after the server's Retry-After (seconds or an HTTP date, up to GENERATOR_RETRY_AFTER_MAX) or
-  else GENERATOR_BACKOFF x 2^n seconds with jitter. Only before the answer's first chunk: an
-  answer cut off midway is not asked again (its first part may already be on its way to the
-  client). A wait that would end past the deadline is not waited: the answer fails at once.
+- Retries: a 408, a 429, a 5xx or a failed connection is tried again, up to GENERATOR_RETRIES
+  times, after the server's Retry-After (seconds or an HTTP date, up to
+  GENERATOR_RETRY_AFTER_MAX) or else GENERATOR_BACKOFF x 2^n seconds with jitter. Only before
+  the answer's first chunk: an answer cut off midway is not asked again (its first part may
+  already be on its way to the client). A wait that would end past the deadline is not
+  waited: the answer fails at once.
 - Circuit breaker: GENERATOR_BREAKER_FAILURES failed answers in a row open it; while open
   the server is not called and answers fail at once (degraded), and readiness says so (still
   ready: /ask answers with the passages). After GENERATOR_BREAKER_COOLDOWN seconds one trial
-  answer goes through; its success closes the breaker, its failure opens it again.
+  answer goes through; its success closes the breaker, its failure opens it again. Timeouts,
+  refused connections, 408, 429 and 5xx count as failures; so do 401 and 403 (a bad key, see
+  `REFUSED_KEY`). Any other 4xx (400, 404, 422, ...) is the request's fault, not the
+  server's: that answer is degraded too, but the breaker does not count it.
 - Concurrency: at most GENERATOR_CONCURRENCY answers at once (the pool's size too); the rest
   wait for a slot, within their deadline.
 """
@@ -44,6 +48,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DONE = "[DONE]"
+# Statuses tried again: the server's own timeout, too many requests (and every 5xx).
+RETRIED = frozenset({408, 429})
+# A missing, wrong or unauthorised key. Unlike other 4xx these count as the server's failures
+# for the circuit breaker: every call fails alike until someone fixes GENERATOR_API_KEY, so
+# opening the breaker makes readiness show the generator degraded (where operators look),
+# spares each answer a round trip, and stops a stream of unauthorised calls that providers
+# may answer with a lockout. Not retried: a retry would be refused the same way.
+REFUSED_KEY = frozenset({401, 403})
 
 
 class CircuitBreaker:
@@ -90,8 +102,10 @@ class CircuitBreaker:
             self._opened_at = time.monotonic()
         self._trial = False
 
-    def abandoned(self) -> None:
-        """The call ended without a verdict on the server (its caller went away)."""
+    def undecided(self) -> None:
+        """The call ended without a verdict on the server: its caller went away, or the server
+        refused the request itself (a 400: the next request may well succeed). Neither a
+        success nor a failure in a row; a half-open breaker lets its next trial through."""
         self._trial = False
 
     def seconds_left(self) -> float:
@@ -117,6 +131,11 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class RequestRejected(GeneratorError):
+    """The server refused this request as the request's fault (a 4xx other than 401, 403, 408
+    and 429): the answer is degraded, the circuit breaker does not count it."""
 
 
 class _Retryable(Exception):
@@ -157,7 +176,8 @@ class OpenAIGenerator:
         self._calls = Counter(
             "generator_requests_total",
             "Answers asked of the generator's server by outcome: ok, failed, timeout, "
-            "breaker_open (not asked), abandoned (the client went away); and retried requests.",
+            "rejected (a 4xx the request caused), breaker_open (not asked), abandoned (the "
+            "client went away); and retried requests.",
             ("outcome",),
             registry=metrics.registry,
         )
@@ -221,6 +241,9 @@ class OpenAIGenerator:
         except httpx.HTTPError as exc:
             outcome = "failed"
             raise GeneratorError("generator_failed", _describe(exc)) from exc
+        except RequestRejected:
+            outcome = "rejected"
+            raise
         except GeneratorError:
             outcome = "failed"
             raise
@@ -231,10 +254,13 @@ class OpenAIGenerator:
                 self._answered.observe(took)
                 self.breaker.succeeded()
             elif outcome == "abandoned":
-                self.breaker.abandoned()
+                self.breaker.undecided()
             else:
                 self._failed.observe(took)
-                self.breaker.failed()
+                if outcome == "rejected":
+                    self.breaker.undecided()
+                else:
+                    self.breaker.failed()
 
     async def _answer(
         self, prompt: Prompt, max_tokens: int, deadline: float
@@ -285,18 +311,19 @@ class OpenAIGenerator:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _Retryable(_describe(exc)) from exc
         try:
-            if response.status_code == 429 or response.status_code >= 500:
+            status = response.status_code
+            if status in RETRIED or status >= 500:
                 await response.aclose()
                 raise _Retryable(
-                    f"the server answered {response.status_code}",
+                    f"the server answered {status}",
                     retry_after(response.headers.get("Retry-After")),
                 )
-            if response.status_code != 200:
+            if status != 200:
                 await response.aread()
-                raise GeneratorError(
-                    "generator_failed",
-                    f"the server answered {response.status_code}: {response.text[:200]}",
-                )
+                detail = f"the server answered {status}: {response.text[:200]}"
+                if 400 <= status < 500 and status not in REFUSED_KEY:
+                    raise RequestRejected("generator_failed", detail)
+                raise GeneratorError("generator_failed", detail)
             lines = response.aiter_lines()
             while True:
                 async with asyncio.timeout_at(deadline):
