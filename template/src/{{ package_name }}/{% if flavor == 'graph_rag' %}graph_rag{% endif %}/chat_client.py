@@ -4,6 +4,9 @@ One `httpx.AsyncClient`, its connection pool opened in the lifespan and closed o
 serves every answer. Each answer is asked for as a stream (`"stream": true`), so
 GENERATOR_READ_TIMEOUT bounds the wait between two chunks, not the whole answer;
 GENERATOR_TIMEOUT bounds the whole answer, its retries and its wait for a slot included.
+The stream is asked to end with the tokens the server counted (`stream_options.include_usage`);
+a server that sends no `usage` leaves the answer with estimated counts. A server that answers
+a stream request with the whole completion as JSON is read whole, its `usage` included.
 
 - Retries: a 408, a 429, a 5xx or a failed connection is tried again, up to GENERATOR_RETRIES
   times, after the server's Retry-After (seconds or an HTTP date, up to
@@ -40,7 +43,7 @@ from prometheus_client import Counter
 from ..observability import Metrics
 from ..resources import Degraded
 from ..settings import Settings
-from .generate import GeneratorError, Prompt
+from .generate import GeneratorError, Prompt, Usage
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -214,7 +217,7 @@ class OpenAIGenerator:
                 "after failed answers; /ask answers with the passages meanwhile"
             )
 
-    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str]:
+    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str | Usage]:
         if not self.breaker.allow():
             self._calls.labels("breaker_open").inc()
             raise GeneratorError(
@@ -264,7 +267,7 @@ class OpenAIGenerator:
 
     async def _answer(
         self, prompt: Prompt, max_tokens: int, deadline: float
-    ) -> AsyncGenerator[str]:
+    ) -> AsyncGenerator[str | Usage]:
         client = self._client
         if client is None:
             raise GeneratorError("generator_failed", "the generator is not open")
@@ -273,6 +276,8 @@ class OpenAIGenerator:
             "messages": prompt.messages(),
             "max_tokens": max_tokens,
             "stream": True,
+            # A last chunk with the tokens counted; servers that do not know it ignore it.
+            "stream_options": {"include_usage": True},
         }
         loop = asyncio.get_running_loop()
         for attempt in range(self.retries + 1):
@@ -301,7 +306,7 @@ class OpenAIGenerator:
 
     async def _attempt(
         self, client: httpx.AsyncClient, body: dict[str, object], deadline: float
-    ) -> AsyncGenerator[str]:
+    ) -> AsyncGenerator[str | Usage]:
         """One request. Raises `_Retryable` for what a retry may cure before any text came."""
         try:
             async with asyncio.timeout_at(deadline):
@@ -324,7 +329,18 @@ class OpenAIGenerator:
                 if 400 <= status < 500 and status not in REFUSED_KEY:
                     raise RequestRejected("generator_failed", detail)
                 raise GeneratorError("generator_failed", detail)
+            if response.headers.get("content-type", "").startswith("application/json"):
+                # Not streamed after all: the whole completion at once.
+                async with asyncio.timeout_at(deadline):
+                    whole = await response.aread()
+                text, usage = _completion(whole)
+                if text:
+                    yield text
+                if usage is not None:
+                    yield usage
+                return
             lines = response.aiter_lines()
+            usage = None
             while True:
                 async with asyncio.timeout_at(deadline):
                     line = await anext(lines, None)
@@ -334,22 +350,48 @@ class OpenAIGenerator:
                     continue
                 data = line[5:].strip()
                 if data == DONE:
+                    if usage is not None:
+                        yield usage
                     return
-                piece = _content(data)
+                piece, counted = _chunk(data)
+                # The last count wins: some servers send a running count in every chunk.
+                usage = counted or usage
                 if piece:
                     yield piece
         finally:
             await response.aclose()
 
 
-def _content(data: str) -> str:
-    """The text of one streamed chunk (`choices[0].delta.content`)."""
+def _chunk(data: str) -> tuple[str, Usage | None]:
+    """The text of one streamed chunk (`choices[0].delta.content`) and its `usage`, if any."""
     try:
         chunk = orjson.loads(data)
         content = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
+        usage = _usage(chunk.get("usage"))
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise GeneratorError("generator_failed", f"an unreadable chunk: {data[:200]}") from exc
-    return content if isinstance(content, str) else ""
+    return (content if isinstance(content, str) else ""), usage
+
+
+def _completion(data: bytes) -> tuple[str, Usage | None]:
+    """The text of a whole completion (`choices[0].message.content`) and its `usage`."""
+    try:
+        completion = orjson.loads(data)
+        content = completion["choices"][0]["message"].get("content")
+        usage = _usage(completion.get("usage"))
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise GeneratorError("generator_failed", f"an unreadable answer: {data[:200]!r}") from exc
+    return (content if isinstance(content, str) else ""), usage
+
+
+def _usage(value: object) -> Usage | None:
+    """`usage`'s prompt_tokens and completion_tokens; None unless both are counts."""
+    if not isinstance(value, dict):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if type(prompt) is int and type(completion) is int and prompt >= 0 and completion >= 0:
+        return Usage(prompt, completion)
+    return None
 
 
 def _describe(exc: BaseException) -> str:
