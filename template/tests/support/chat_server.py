@@ -38,6 +38,9 @@ class Reply:
     usage: bool = True
     # Answer the whole completion as JSON even when asked to stream.
     whole: bool = False
+    # Stream every chunk at once, in two writes split in the middle of a chunk: what a
+    # client reads when it comes back to a stream late.
+    together: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class ChatServer:
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         )
+        held = b""
         for number, piece in enumerate(reply.pieces):
             if reply.cut_after is not None and number == reply.cut_after:
                 writer.transport.abort()  # mid-answer: no [DONE], no end of the chunked body
@@ -159,9 +163,18 @@ class ChatServer:
                 "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
             }
-            self._chunk(writer, b"data: " + orjson.dumps(chunk) + b"\n\n")
+            event = b"data: " + orjson.dumps(chunk) + b"\n\n"
+            if reply.together:
+                held += event
+                continue
+            self._chunk(writer, event)
             await writer.drain()
             await asyncio.sleep(reply.chunk_delay)
+        if held:
+            middle = len(held) // 2
+            self._chunk(writer, held[:middle])
+            await writer.drain()
+            self._chunk(writer, held[middle:])
         options = body.get("stream_options") or {}
         if reply.usage and options.get("include_usage"):
             # As OpenAI sends it: a last chunk with no choices.

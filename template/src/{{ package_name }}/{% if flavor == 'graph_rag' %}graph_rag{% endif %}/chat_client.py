@@ -31,6 +31,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DONE = "[DONE]"
+# Where a line of the event stream ends (the three ways server-sent events allow).
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # Statuses tried again: the server's own timeout, too many requests (and every 5xx).
 RETRIED = frozenset({408, 429})
 # A missing, wrong or unauthorised key. Unlike other 4xx these count as the server's failures
@@ -339,25 +342,36 @@ class OpenAIGenerator:
                 if usage is not None:
                     yield usage
                 return
-            lines = response.aiter_lines()
+            # Read as it arrives; every chunk a read brought is passed on as one piece. Under
+            # load, when the event loop comes back to a stream after several chunks arrived,
+            # that is one server-sent event and one write to the client instead of several.
+            reads = response.aiter_text()
             usage = None
+            partial = ""
             while True:
                 async with asyncio.timeout_at(deadline):
-                    line = await anext(lines, None)
-                if line is None:
+                    read = await anext(reads, None)
+                if read is None:
                     raise GeneratorError("generator_failed", "the answer ended before [DONE]")
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == DONE:
-                    if usage is not None:
-                        yield usage
-                    return
-                piece, counted = _chunk(data)
-                # The last count wins: some servers send a running count in every chunk.
-                usage = counted or usage
-                if piece:
-                    yield piece
+                *lines, partial = LINE_BREAK.split(partial + read)
+                pieces: list[str] = []
+                for line in lines:
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == DONE:
+                        if pieces:
+                            yield "".join(pieces)
+                        if usage is not None:
+                            yield usage
+                        return
+                    piece, counted = _chunk(data)
+                    # The last count wins: some servers send a running count in every chunk.
+                    usage = counted or usage
+                    if piece:
+                        pieces.append(piece)
+                if pieces:
+                    yield "".join(pieces)
         finally:
             await response.aclose()
 
