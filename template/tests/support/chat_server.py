@@ -3,6 +3,9 @@
 It speaks HTTP/1.1 itself over asyncio streams (in the test's own event loop), so a test can
 make it do what real providers do on a bad day: answer slowly, answer 429 with Retry-After or
 500, stall between two chunks, or drop the connection midway through a streamed answer. It
+counts tokens like providers report them (`usage`: in a whole answer, and as a last chunk of
+a stream that asks with `stream_options.include_usage`), or leaves them out as some
+OpenAI-compatible servers do, and can answer a stream request with the whole completion. It
 records every request (its arrival time, headers and JSON body) and how many were in flight at
 once.
 """
@@ -31,6 +34,13 @@ class Reply:
     pieces: tuple[str, ...] = ("The answer", " is in the passages [1].")
     # Drop the connection after this many chunks, without [DONE] or the chunked body's end.
     cut_after: int | None = None
+    # Send `usage` (see `ChatServer.usage`); False: never, as servers that do not count.
+    usage: bool = True
+    # Answer the whole completion as JSON even when asked to stream.
+    whole: bool = False
+    # Stream every chunk at once, in two writes split in the middle of a chunk: what a
+    # client reads when it comes back to a stream late.
+    together: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,9 @@ class Seen:
 
 @dataclass
 class ChatServer:
+    """Counts as `usage`: the prompt's blank-separated words and the answer's pieces (not the
+    service's own estimate, so a test tells the two apart)."""
+
     default: Reply = field(default_factory=Reply)
     replies: deque[Reply] = field(default_factory=deque)
     requests: list[Seen] = field(default_factory=list)
@@ -57,6 +70,15 @@ class ChatServer:
         assert self._server is not None, "start() first"
         port = self._server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}/v1"
+
+    @staticmethod
+    def usage(seen: Seen, reply: Reply) -> dict[str, int]:
+        prompt, completion = len(seen.prompt().split()), len(reply.pieces)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
 
     def script(self, *replies: Reply) -> None:
         """The next answers, in order; after them, `default`."""
@@ -90,7 +112,8 @@ class ChatServer:
                 name, value = line.split(":", 1)
                 headers[name.strip().lower()] = value.strip()
         body = orjson.loads(await reader.readexactly(int(headers.get("content-length", "0"))))
-        self.requests.append(Seen(time.monotonic(), headers, body))
+        seen = Seen(time.monotonic(), headers, body)
+        self.requests.append(seen)
         reply = self.replies.popleft() if self.replies else self.default
         await asyncio.sleep(reply.delay)
         if reply.status != 200:
@@ -103,21 +126,22 @@ class ChatServer:
             )
             await writer.drain()
             return
-        if not body.get("stream"):
-            payload = orjson.dumps(
-                {
-                    "id": "chatcmpl-test",
-                    "object": "chat.completion",
-                    "model": body.get("model"),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": "".join(reply.pieces)},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                }
-            )
+        if not body.get("stream") or reply.whole:
+            completion: dict[str, Any] = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(reply.pieces)},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+            if reply.usage:
+                completion["usage"] = self.usage(seen, reply)
+            payload = orjson.dumps(completion)
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 + f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
@@ -129,6 +153,7 @@ class ChatServer:
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         )
+        held = b""
         for number, piece in enumerate(reply.pieces):
             if reply.cut_after is not None and number == reply.cut_after:
                 writer.transport.abort()  # mid-answer: no [DONE], no end of the chunked body
@@ -138,9 +163,28 @@ class ChatServer:
                 "object": "chat.completion.chunk",
                 "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
             }
-            self._chunk(writer, b"data: " + orjson.dumps(chunk) + b"\n\n")
+            event = b"data: " + orjson.dumps(chunk) + b"\n\n"
+            if reply.together:
+                held += event
+                continue
+            self._chunk(writer, event)
             await writer.drain()
             await asyncio.sleep(reply.chunk_delay)
+        if held:
+            middle = len(held) // 2
+            self._chunk(writer, held[:middle])
+            await writer.drain()
+            self._chunk(writer, held[middle:])
+        options = body.get("stream_options") or {}
+        if reply.usage and options.get("include_usage"):
+            # As OpenAI sends it: a last chunk with no choices.
+            last = {
+                "id": "chatcmpl-test",
+                "object": "chat.completion.chunk",
+                "choices": [],
+                "usage": self.usage(seen, reply),
+            }
+            self._chunk(writer, b"data: " + orjson.dumps(last) + b"\n\n")
         self._chunk(writer, b"data: [DONE]\n\n")
         writer.write(b"0\r\n\r\n")
         await writer.drain()

@@ -4,16 +4,23 @@ One `httpx.AsyncClient`, its connection pool opened in the lifespan and closed o
 serves every answer. Each answer is asked for as a stream (`"stream": true`), so
 GENERATOR_READ_TIMEOUT bounds the wait between two chunks, not the whole answer;
 GENERATOR_TIMEOUT bounds the whole answer, its retries and its wait for a slot included.
+The stream is asked to end with the tokens the server counted (`stream_options.include_usage`);
+a server that sends no `usage` leaves the answer with estimated counts. A server that answers
+a stream request with the whole completion as JSON is read whole, its `usage` included.
 
-- Retries: a 429, a 5xx or a failed connection is tried again, up to GENERATOR_RETRIES times,
-  after the server's Retry-After (seconds or an HTTP date, up to GENERATOR_RETRY_AFTER_MAX) or
-  else GENERATOR_BACKOFF x 2^n seconds with jitter. Only before the answer's first chunk: an
-  answer cut off midway is not asked again (its first part may already be on its way to the
-  client). A wait that would end past the deadline is not waited: the answer fails at once.
+- Retries: a 408, a 429, a 5xx or a failed connection is tried again, up to GENERATOR_RETRIES
+  times, after the server's Retry-After (seconds or an HTTP date, up to
+  GENERATOR_RETRY_AFTER_MAX) or else GENERATOR_BACKOFF x 2^n seconds with jitter. Only before
+  the answer's first chunk: an answer cut off midway is not asked again (its first part may
+  already be on its way to the client). A wait that would end past the deadline is not
+  waited: the answer fails at once.
 - Circuit breaker: GENERATOR_BREAKER_FAILURES failed answers in a row open it; while open
   the server is not called and answers fail at once (degraded), and readiness says so (still
   ready: /ask answers with the passages). After GENERATOR_BREAKER_COOLDOWN seconds one trial
-  answer goes through; its success closes the breaker, its failure opens it again.
+  answer goes through; its success closes the breaker, its failure opens it again. Timeouts,
+  refused connections, 408, 429 and 5xx count as failures; so do 401 and 403 (a bad key, see
+  `REFUSED_KEY`). Any other 4xx (400, 404, 422, ...) is the request's fault, not the
+  server's: that answer is degraded too, but the breaker does not count it.
 - Concurrency: at most GENERATOR_CONCURRENCY answers at once (the pool's size too); the rest
   wait for a slot, within their deadline.
 """
@@ -24,6 +31,7 @@ import asyncio
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
@@ -36,7 +44,7 @@ from prometheus_client import Counter
 from ..observability import Metrics
 from ..resources import Degraded
 from ..settings import Settings
-from .generate import GeneratorError, Prompt
+from .generate import GeneratorError, Prompt, Usage
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -44,6 +52,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DONE = "[DONE]"
+# Where a line of the event stream ends (the three ways server-sent events allow).
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+# Statuses tried again: the server's own timeout, too many requests (and every 5xx).
+RETRIED = frozenset({408, 429})
+# A missing, wrong or unauthorised key. Unlike other 4xx these count as the server's failures
+# for the circuit breaker: every call fails alike until someone fixes GENERATOR_API_KEY, so
+# opening the breaker makes readiness show the generator degraded (where operators look),
+# spares each answer a round trip, and stops a stream of unauthorised calls that providers
+# may answer with a lockout. Not retried: a retry would be refused the same way.
+REFUSED_KEY = frozenset({401, 403})
 
 
 class CircuitBreaker:
@@ -90,8 +108,10 @@ class CircuitBreaker:
             self._opened_at = time.monotonic()
         self._trial = False
 
-    def abandoned(self) -> None:
-        """The call ended without a verdict on the server (its caller went away)."""
+    def undecided(self) -> None:
+        """The call ended without a verdict on the server: its caller went away, or the server
+        refused the request itself (a 400: the next request may well succeed). Neither a
+        success nor a failure in a row; a half-open breaker lets its next trial through."""
         self._trial = False
 
     def seconds_left(self) -> float:
@@ -117,6 +137,11 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class RequestRejected(GeneratorError):
+    """The server refused this request as the request's fault (a 4xx other than 401, 403, 408
+    and 429): the answer is degraded, the circuit breaker does not count it."""
 
 
 class _Retryable(Exception):
@@ -157,7 +182,8 @@ class OpenAIGenerator:
         self._calls = Counter(
             "generator_requests_total",
             "Answers asked of the generator's server by outcome: ok, failed, timeout, "
-            "breaker_open (not asked), abandoned (the client went away); and retried requests.",
+            "rejected (a 4xx the request caused), breaker_open (not asked), abandoned (the "
+            "client went away); and retried requests.",
             ("outcome",),
             registry=metrics.registry,
         )
@@ -194,7 +220,7 @@ class OpenAIGenerator:
                 "after failed answers; /ask answers with the passages meanwhile"
             )
 
-    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str]:
+    async def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str | Usage]:
         if not self.breaker.allow():
             self._calls.labels("breaker_open").inc()
             raise GeneratorError(
@@ -221,6 +247,9 @@ class OpenAIGenerator:
         except httpx.HTTPError as exc:
             outcome = "failed"
             raise GeneratorError("generator_failed", _describe(exc)) from exc
+        except RequestRejected:
+            outcome = "rejected"
+            raise
         except GeneratorError:
             outcome = "failed"
             raise
@@ -231,14 +260,17 @@ class OpenAIGenerator:
                 self._answered.observe(took)
                 self.breaker.succeeded()
             elif outcome == "abandoned":
-                self.breaker.abandoned()
+                self.breaker.undecided()
             else:
                 self._failed.observe(took)
-                self.breaker.failed()
+                if outcome == "rejected":
+                    self.breaker.undecided()
+                else:
+                    self.breaker.failed()
 
     async def _answer(
         self, prompt: Prompt, max_tokens: int, deadline: float
-    ) -> AsyncGenerator[str]:
+    ) -> AsyncGenerator[str | Usage]:
         client = self._client
         if client is None:
             raise GeneratorError("generator_failed", "the generator is not open")
@@ -247,6 +279,8 @@ class OpenAIGenerator:
             "messages": prompt.messages(),
             "max_tokens": max_tokens,
             "stream": True,
+            # A last chunk with the tokens counted; servers that do not know it ignore it.
+            "stream_options": {"include_usage": True},
         }
         loop = asyncio.get_running_loop()
         for attempt in range(self.retries + 1):
@@ -275,7 +309,7 @@ class OpenAIGenerator:
 
     async def _attempt(
         self, client: httpx.AsyncClient, body: dict[str, object], deadline: float
-    ) -> AsyncGenerator[str]:
+    ) -> AsyncGenerator[str | Usage]:
         """One request. Raises `_Retryable` for what a retry may cure before any text came."""
         try:
             async with asyncio.timeout_at(deadline):
@@ -285,44 +319,93 @@ class OpenAIGenerator:
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _Retryable(_describe(exc)) from exc
         try:
-            if response.status_code == 429 or response.status_code >= 500:
+            status = response.status_code
+            if status in RETRIED or status >= 500:
                 await response.aclose()
                 raise _Retryable(
-                    f"the server answered {response.status_code}",
+                    f"the server answered {status}",
                     retry_after(response.headers.get("Retry-After")),
                 )
-            if response.status_code != 200:
+            if status != 200:
                 await response.aread()
-                raise GeneratorError(
-                    "generator_failed",
-                    f"the server answered {response.status_code}: {response.text[:200]}",
-                )
-            lines = response.aiter_lines()
+                detail = f"the server answered {status}: {response.text[:200]}"
+                if 400 <= status < 500 and status not in REFUSED_KEY:
+                    raise RequestRejected("generator_failed", detail)
+                raise GeneratorError("generator_failed", detail)
+            if response.headers.get("content-type", "").startswith("application/json"):
+                # Not streamed after all: the whole completion at once.
+                async with asyncio.timeout_at(deadline):
+                    whole = await response.aread()
+                text, usage = _completion(whole)
+                if text:
+                    yield text
+                if usage is not None:
+                    yield usage
+                return
+            # Read as it arrives; every chunk a read brought is passed on as one piece. Under
+            # load, when the event loop comes back to a stream after several chunks arrived,
+            # that is one server-sent event and one write to the client instead of several.
+            reads = response.aiter_text()
+            usage = None
+            partial = ""
             while True:
                 async with asyncio.timeout_at(deadline):
-                    line = await anext(lines, None)
-                if line is None:
+                    read = await anext(reads, None)
+                if read is None:
                     raise GeneratorError("generator_failed", "the answer ended before [DONE]")
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == DONE:
-                    return
-                piece = _content(data)
-                if piece:
-                    yield piece
+                *lines, partial = LINE_BREAK.split(partial + read)
+                pieces: list[str] = []
+                for line in lines:
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == DONE:
+                        if pieces:
+                            yield "".join(pieces)
+                        if usage is not None:
+                            yield usage
+                        return
+                    piece, counted = _chunk(data)
+                    # The last count wins: some servers send a running count in every chunk.
+                    usage = counted or usage
+                    if piece:
+                        pieces.append(piece)
+                if pieces:
+                    yield "".join(pieces)
         finally:
             await response.aclose()
 
 
-def _content(data: str) -> str:
-    """The text of one streamed chunk (`choices[0].delta.content`)."""
+def _chunk(data: str) -> tuple[str, Usage | None]:
+    """The text of one streamed chunk (`choices[0].delta.content`) and its `usage`, if any."""
     try:
         chunk = orjson.loads(data)
         content = chunk["choices"][0]["delta"].get("content") if chunk.get("choices") else None
+        usage = _usage(chunk.get("usage"))
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise GeneratorError("generator_failed", f"an unreadable chunk: {data[:200]}") from exc
-    return content if isinstance(content, str) else ""
+    return (content if isinstance(content, str) else ""), usage
+
+
+def _completion(data: bytes) -> tuple[str, Usage | None]:
+    """The text of a whole completion (`choices[0].message.content`) and its `usage`."""
+    try:
+        completion = orjson.loads(data)
+        content = completion["choices"][0]["message"].get("content")
+        usage = _usage(completion.get("usage"))
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise GeneratorError("generator_failed", f"an unreadable answer: {data[:200]!r}") from exc
+    return (content if isinstance(content, str) else ""), usage
+
+
+def _usage(value: object) -> Usage | None:
+    """`usage`'s prompt_tokens and completion_tokens; None unless both are counts."""
+    if not isinstance(value, dict):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if type(prompt) is int and type(completion) is int and prompt >= 0 and completion >= 0:
+        return Usage(prompt, completion)
+    return None
 
 
 def _describe(exc: BaseException) -> str:

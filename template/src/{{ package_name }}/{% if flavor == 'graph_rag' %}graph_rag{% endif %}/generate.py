@@ -9,7 +9,9 @@ passages' sentences that share the most words with the question, each followed b
 of the passage it comes from. `OpenAIGenerator` (openai.py) calls an OpenAI-compatible server.
 
 Tokens are estimated the same way for every generator: words and punctuation marks, which
-counts within about a fifth of the BPE tokenizers of common models for English prose.
+counts within about a fifth of the BPE tokenizers of common models for English prose. A
+generator that knows the real counts (an OpenAI-compatible server's `usage`) ends its stream
+with them, as `Usage`; the answer then reports those instead of the estimate.
 """
 
 from __future__ import annotations
@@ -103,6 +105,14 @@ class Prompt:
         return sum(count_tokens(message["content"]) for message in self.messages())
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The tokens a generator counted for one answer: its prompt and its completion."""
+
+    prompt: int
+    completion: int
+
+
 # Why an answer is degraded: no complete answer in time; the server refused or cut it off;
 # not asked (its circuit breaker is open).
 Reason = Literal["generator_timeout", "generator_failed", "generator_unavailable"]
@@ -121,8 +131,9 @@ class Generator(Protocol):
     # What the answers name as their generator ("extractive", "openai").
     kind: str
 
-    def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str]:
-        """The answer's text, piece by piece; raises `GeneratorError` when there is none."""
+    def stream(self, prompt: Prompt, max_tokens: int) -> AsyncGenerator[str | Usage]:
+        """The answer's text, piece by piece, then its `Usage` if the generator counted its
+        tokens; raises `GeneratorError` when there is no (complete) answer."""
         ...
 
 

@@ -29,8 +29,8 @@ graph facts relating their entities, within `context_tokens` (ASK_CONTEXT_TOKENS
 tokens are estimated as words and punctuation marks). The generator (GENERATOR: `extractive`,
 no model, or an OpenAI-compatible server) writes at most `max_tokens` (ASK_MAX_TOKENS, default
 512). The answer cites passages as [n]; `citations` gives each cited passage's document and
-character span (`text == document.text[start:end]`), with the facts used, token counts and
-timings.
+character span (`text == document.text[start:end]`), with the facts used, token counts (the
+generator's server's own when it sends them, else estimated: `tokens.counted_by`) and timings.
 
 Limits: `question` at most {MAX_QUESTION} characters, `k` at most {MAX_K}, `max_tokens` at most
 {MAX_TOKENS}, `context_tokens` 50 to {MAX_CONTEXT_TOKENS}.

@@ -3,6 +3,8 @@ graph facts it was given, token counts and timings."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..generate import Reason
@@ -57,8 +59,15 @@ class GraphFact(BaseModel):
 
 
 class Tokens(BaseModel):
-    prompt: int = Field(description="The prompt sent to the generator (estimated)")
-    completion: int = Field(description="The answer (estimated)")
+    prompt: int = Field(description="The prompt sent to the generator")
+    completion: int = Field(description="The answer")
+    counted_by: Literal["generator", "estimate"] = Field(
+        description=(
+            "Who counted prompt and completion: `generator`, the generator's server (its "
+            "`usage`); `estimate`, words and punctuation marks (the extractive generator, a "
+            "server that sends no usage, a degraded answer)"
+        )
+    )
     context_budget: int = Field(description="What passages and facts could take")
     passages_dropped: int = Field(description="Passages left out to stay within the budget")
 

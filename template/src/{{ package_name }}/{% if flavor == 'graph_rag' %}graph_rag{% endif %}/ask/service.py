@@ -37,6 +37,7 @@ from ..generate import (
     Passage,
     Prompt,
     Reason,
+    Usage,
     count_tokens,
     sentences,
 )
@@ -67,6 +68,8 @@ class Prepared:
     started: float
     search_ms: float
     pieces: list[str] = field(default_factory=list)
+    # The tokens the generator counted, when it says.
+    usage: Usage | None = None
 
 
 class Asker:
@@ -196,6 +199,9 @@ class Asker:
                 stream = self.generator.stream(prompt, prepared.max_tokens)
                 async with aclosing(stream) as pieces:
                     async for piece in pieces:
+                        if isinstance(piece, Usage):
+                            prepared.usage = piece
+                            continue
                         if first_token is None:
                             first_token = time.perf_counter()
                         prepared.pieces.append(piece)
@@ -227,6 +233,7 @@ class Asker:
     ) -> Answer:
         prompt = prepared.prompt
         text = "" if reason is not None else "".join(prepared.pieces)
+        usage = prepared.usage if reason is None else None
         passages = list(prompt.passages)
         if reason is None and text:
             cited = {int(number) for number in CITED.findall(text)}
@@ -261,8 +268,9 @@ class Asker:
                 for f in prompt.facts
             ],
             tokens=Tokens(
-                prompt=prompt.tokens(),
-                completion=count_tokens(text),
+                prompt=usage.prompt if usage else prompt.tokens(),
+                completion=usage.completion if usage else count_tokens(text),
+                counted_by="generator" if usage else "estimate",
                 context_budget=prepared.budget,
                 passages_dropped=prepared.dropped,
             ),

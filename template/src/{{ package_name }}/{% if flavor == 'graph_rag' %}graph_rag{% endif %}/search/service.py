@@ -103,6 +103,7 @@ class SearchEngine:
         floor = settings.search_vector_floor
         self.vector_floor = vectors.embedder.similarity_floor if floor is None else floor
         self.timeout = settings.search_timeout
+        self._slots = asyncio.Semaphore(settings.search_concurrency)
         self.depth = settings.search_graph_depth
         self.max_documents = settings.search_entity_max_documents
         self._degraded = Counter(
@@ -118,8 +119,10 @@ class SearchEngine:
         """The k best documents for `query` (only those carrying `tag`, when given; the graph
         walked `depth` relations, by default SEARCH_GRAPH_DEPTH). Raises
         ServiceUnavailableError when the graph store or the database is down: there is no
-        answer without the graph (the vector index alone degrades the answer instead)."""
-        async with self._database.translating():
+        answer without the graph (the vector index alone degrades the answer instead).
+        At most SEARCH_CONCURRENCY at once; the others wait here, before their deadline
+        starts."""
+        async with self._slots, self._database.translating():
             return await self._search(query, k, tag, self.depth if depth is None else depth)
 
     async def _search(self, query: str, k: int, tag: str | None, depth: int) -> SearchResult:
