@@ -28,6 +28,7 @@ from typing import Self
 from prometheus_client import Counter
 
 from ...db import Database
+from ...errors import ServiceUnavailableError
 from ...observability import Metrics
 from ...settings import Settings
 from ..embed import Vectors
@@ -104,6 +105,7 @@ class SearchEngine:
         self.vector_floor = vectors.embedder.similarity_floor if floor is None else floor
         self.timeout = settings.search_timeout
         self._slots = asyncio.Semaphore(settings.search_concurrency)
+        self.queue_timeout = settings.search_queue_timeout
         self.depth = settings.search_graph_depth
         self.max_documents = settings.search_entity_max_documents
         self._degraded = Counter(
@@ -121,9 +123,19 @@ class SearchEngine:
         ServiceUnavailableError when the graph store or the database is down: there is no
         answer without the graph (the vector index alone degrades the answer instead).
         At most SEARCH_CONCURRENCY at once; the others wait here, before their deadline
-        starts."""
-        async with self._slots, self._database.translating():
-            return await self._search(query, k, tag, self.depth if depth is None else depth)
+        starts, and one that waits SEARCH_QUEUE_TIMEOUT in vain is a 503 (`search_busy`)."""
+        try:
+            async with asyncio.timeout(self.queue_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ServiceUnavailableError(
+                "too many searches are waiting; retry later", retry_after=1, code="search_busy"
+            ) from None
+        try:
+            async with self._database.translating():
+                return await self._search(query, k, tag, self.depth if depth is None else depth)
+        finally:
+            self._slots.release()
 
     async def _search(self, query: str, k: int, tag: str | None, depth: int) -> SearchResult:
         keys = self.extractor.query_keys(query)
