@@ -4,8 +4,9 @@ One `httpx.AsyncClient`, its connection pool opened in the lifespan and closed o
 serves every answer. Each answer is asked for as a stream (`"stream": true`), so
 GENERATOR_READ_TIMEOUT bounds the wait between two chunks, not the whole answer;
 GENERATOR_TIMEOUT bounds the whole answer, its retries and its wait for a slot included.
-The stream is asked to end with the tokens the server counted (`stream_options.include_usage`);
-a server that sends no `usage` leaves the answer with estimated counts. A server that answers
+The stream is asked to end with the tokens the server counted (`stream_options.include_usage`,
+unless GENERATOR_STREAM_USAGE is off for a server that refuses it); a server that sends no
+`usage` leaves the answer with estimated counts. A server that answers
 a stream request with the whole completion as JSON is read whole, its `usage` included.
 
 - Retries: a 408, a 429, a 5xx or a failed connection is tried again, up to GENERATOR_RETRIES
@@ -35,7 +36,7 @@ import re
 import time
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -178,6 +179,7 @@ class OpenAIGenerator:
             settings.generator_breaker_failures, settings.generator_breaker_cooldown
         )
         self._slots = asyncio.Semaphore(settings.generator_concurrency)
+        self._stream_usage = settings.generator_stream_usage
         self._client: httpx.AsyncClient | None = None
         self._calls = Counter(
             "generator_requests_total",
@@ -274,14 +276,15 @@ class OpenAIGenerator:
         client = self._client
         if client is None:
             raise GeneratorError("generator_failed", "the generator is not open")
-        body = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": prompt.messages(),
             "max_tokens": max_tokens,
             "stream": True,
-            # A last chunk with the tokens counted; servers that do not know it ignore it.
-            "stream_options": {"include_usage": True},
         }
+        if self._stream_usage:
+            # A last chunk with the tokens counted; most servers that do not know it ignore it.
+            body["stream_options"] = {"include_usage": True}
         loop = asyncio.get_running_loop()
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
