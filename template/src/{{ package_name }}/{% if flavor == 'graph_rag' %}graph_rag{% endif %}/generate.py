@@ -6,7 +6,7 @@ answer (timed out, refused, cut off, or not called at all while its circuit brea
 
 `ExtractiveGenerator` (GENERATOR=extractive, the default) needs no model: it answers with the
 passages' sentences that share the most words with the question, each followed by the number
-of the passage it comes from. `OpenAIGenerator` (openai.py) calls an OpenAI-compatible server.
+of the passage it comes from. `OpenAIGenerator` (chat_client.py) calls an OpenAI-compatible server.
 
 Tokens are estimated the same way for every generator: words and punctuation marks, which
 counts within about a fifth of the BPE tokenizers of common models for English prose. A
