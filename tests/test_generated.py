@@ -5,7 +5,9 @@ version, in the shared venv for that version (conftest.py), with PYTHONPATH=<pro
 
 - ``python -m mypy`` with the project's own configuration (strict);
 - the project's tests with embedded defaults: no DATABASE_URL / REDIS_URL / RABBITMQ_URL, so
-  SQLite, in-memory cache and in-process queue stand in for the services;
+  SQLite, in-memory cache and in-process queue stand in for the services (for the variants of
+  tests/variants.py's EMBEDDED: every level of every factor, and each flavor family on each
+  Python; the embedded code paths are the same in the others);
 - the project's tests against the real services: DATABASE_URL=$TEST_DATABASE_URL, ... .
 
 pytest's exit code must be 0; exit code 5 (no test collected) is a failure too. In the
@@ -58,9 +60,9 @@ def test_a_skip_for_a_service_that_was_given_is_caught() -> None:
     assert skips_for_given_services(output, {}) == []
 
 
-def _params() -> list[pytest.ParameterSet]:
-    # One xdist group per variant: its three tests share one worker, so one render.
-    return [pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id)) for v in COVERING]
+def _params(variants: list[V.Variant] = COVERING) -> list[pytest.ParameterSet]:
+    # One xdist group per variant: its tests share one worker, so one render.
+    return [pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(v.id)) for v in variants]
 
 
 @pytest.mark.generated
@@ -108,7 +110,7 @@ def test_mypy(
 
 
 @pytest.mark.generated
-@pytest.mark.parametrize("variant", _params())
+@pytest.mark.parametrize("variant", _params(V.embedded_set()))
 def test_suite_embedded(
     variant: V.Variant,
     render: Renderer,

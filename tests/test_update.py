@@ -454,14 +454,20 @@ def test_a_real_conflict_is_left_inline_and_reported(
 
 
 K8S = ["deploy/kubernetes/hpa.yaml", "tests/test_deploy.py"]
+# The app starts, answers and reports its health with the new answer's code and dependencies.
+STARTS = ["tests/test_app.py", "tests/test_health.py"]
 ANSWER_CHANGES = [
-    # question, before, after, paths that must appear, paths that must disappear, run the suite
-    ("cache", "memory", "redis", ["src/PKG/cache/redis.py", "tests/test_cache_outage.py"], [], 1),
-    ("queue_backend", "none", "arq", ["src/PKG/jobs/arq_worker.py"], [], 1),
+    # question, before, after, paths that must appear, paths that must disappear, and the
+    # project's tests that then run (those of what the answer changes: the full suite runs for
+    # every variant in test_generated.py)
+    ("cache", "memory", "redis", ["src/PKG/cache/redis.py", "tests/test_cache_outage.py"], [],
+     [*STARTS, "tests/test_cache.py", "tests/test_cache_outage.py", "tests/test_ratelimit.py"]),
+    ("queue_backend", "none", "arq", ["src/PKG/jobs/arq_worker.py"], [],
+     [*STARTS, "tests/test_jobs.py", "tests/test_cli.py"]),
     ("queue_backend", "celery", "arq", ["src/PKG/jobs/arq_worker.py"],
-     ["src/PKG/jobs/celery_app.py"], 0),
-    ("autoscaling", "none", "kubernetes", K8S, [], 1),
-    ("autoscaling", "kubernetes", "none", [], ["deploy", *K8S], 0),
+     ["src/PKG/jobs/celery_app.py"], []),
+    ("autoscaling", "none", "kubernetes", K8S, [], [*STARTS, "tests/test_deploy.py"]),
+    ("autoscaling", "kubernetes", "none", [], ["deploy", *K8S], []),
 ]  # fmt: skip
 
 
@@ -479,7 +485,7 @@ def test_changing_an_answer_adds_and_removes_the_right_files(
     after: str,
     appear: list[str],
     disappear: list[str],
-    suite: int,
+    suite: list[str],
 ) -> None:
     project = tmp_path / "project"
     answers = {**VARIANT.answers(), "queue_backend": "none", question: before}
@@ -504,7 +510,7 @@ def test_changing_an_answer_adds_and_removes_the_right_files(
         interpreter = require_interpreter(VARIANT.python)
         requirements = [*project_requirements(project), *HARNESS_REQUIREMENTS]
         venv = build_venv(interpreter, requirements, f"answers-{question}-{after}")
-        run_suite(project, venv, {}, f"after {question}={after}")
+        run_suite(project, venv, {}, f"after {question}={after}", paths=suite)
 
 
 DROPPING_CHANGES = [

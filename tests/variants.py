@@ -221,6 +221,44 @@ def covering_set() -> list[Variant]:
     return [Variant(*row) for row in COVERING]
 
 
+# The rows of COVERING whose suites also run on the embedded defaults (no service URL). Without
+# services the queue, the cache and the graph server fall back to the same in-process code in
+# every variant, so what changes between embedded runs is the rendered code and the Python:
+# every level of every factor is here once at least, and each flavor family (fintech,
+# graph_rag) on each Python. The other rows' suites run on the real services only.
+EMBEDDED = (
+    ("graph_rag_sql", "arq", "memory", "ecs", "3.12"),
+    ("graph_rag_memgraph", "celery_redis", "redis", "ecs", "3.13"),
+    ("graph_rag_falkordb", "celery_rabbitmq", "none", "kubernetes", "3.11"),
+    ("fintech", "celery_redis", "memory", "kubernetes", "3.11"),
+    ("fintech", "celery_rabbitmq", "none", "ecs", "3.12"),
+    ("fintech", "none", "memory", "none", "3.13"),
+)
+
+
+def embedded_set() -> list[Variant]:
+    """The variants of the covering set tested on the embedded defaults too (EMBEDDED)."""
+    return [Variant(*row) for row in EMBEDDED]
+
+
+def check_each_level(variants: Sequence[Variant], levels: Mapping[str, Sequence[str]]) -> list[str]:
+    """What ``variants`` leaves out: a level of a factor, or a flavor family on a Python."""
+    missing = [
+        f"{name}={level}"
+        for name, _ in FACTORS
+        for level in levels[name]
+        if all(getattr(v, name) != level for v in variants)
+    ]
+    def family(flavor: str) -> str:  # graph_rag_sql, graph_rag_memgraph, ... -> graph_rag
+        return "graph_rag" if flavor.startswith("graph_rag") else flavor
+
+    for flavor_family in sorted({family(flavor) for flavor in levels["flavor"]}):
+        for python in levels["python"]:
+            if not any(family(v.flavor) == flavor_family and v.python == python for v in variants):
+                missing.append(f"{flavor_family} on Python {python}")
+    return missing
+
+
 def check_pairwise(variants: Sequence[Variant], levels: Mapping[str, Sequence[str]]) -> list[str]:
     """Human-readable list of what ``variants`` fails to cover (empty when pairwise)."""
     names = [name for name, _ in FACTORS]

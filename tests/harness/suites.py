@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -51,9 +51,16 @@ def skips_for_given_services(output: str, services: Mapping[str, str]) -> list[s
 
 
 def run_suite(
-    project: Path, venv: Path, extra_env: dict[str, str], label: str, *, marker: str = ""
+    project: Path,
+    venv: Path,
+    extra_env: dict[str, str],
+    label: str,
+    *,
+    marker: str = "",
+    paths: Sequence[str] = (),
 ) -> None:
-    """The project's suite; with `marker`, the tests so marked (the plain run leaves them out)."""
+    """The project's suite; with `marker`, the tests so marked (the plain run leaves them out);
+    with `paths`, the tests in those files only."""
     env = project_env(project, venv, {**falkordb.suite_env(project), **extra_env})
     # --timeout (pytest-timeout, added to the shared venvs by conftest.py) fails a hung test
     # with its stack instead of losing the whole run to SUITE_TIMEOUT.
@@ -66,6 +73,7 @@ def run_suite(
         "no:cacheprovider",
         f"--timeout={TEST_TIMEOUT:.0f}",
         *(["-m", marker] if marker else []),
+        *paths,
     ]
     services = " ".join(f"{k}={v}" for k, v in extra_env.items())
     hint = (
