@@ -59,7 +59,8 @@ def fake_sentry() -> Iterator[tuple[Ingest, str]]:
             pass  # keep the test's output to the test
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: `shutdown()` waits for the loop to see its flag (0.5 s by default).
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield received, f"http://public@127.0.0.1:{server.server_port}/{PROJECT_ID}"

@@ -34,7 +34,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -67,11 +67,16 @@ REFUSED_KEY = frozenset({401, 403})
 
 class CircuitBreaker:
     """Closed, open for `cooldown` seconds after `failures` failures in a row, then half-open:
-    one trial call at a time until one succeeds (closed) or fails (open again)."""
+    one trial call at a time until one succeeds (closed) or fails (open again). `clock` is
+    where it reads the time (seconds, only ever compared): `time.monotonic` unless a test
+    moves time on by hand."""
 
-    def __init__(self, failures: int, cooldown: float) -> None:
+    def __init__(
+        self, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.failures = failures
         self.cooldown = cooldown
+        self.clock = clock
         self._in_a_row = 0
         self._opened_at: float | None = None
         self._trial = False
@@ -83,7 +88,7 @@ class CircuitBreaker:
         return "half-open" if self._cooled_down() else "open"
 
     def _cooled_down(self) -> bool:
-        return self._opened_at is not None and time.monotonic() - self._opened_at >= self.cooldown
+        return self._opened_at is not None and self.clock() - self._opened_at >= self.cooldown
 
     def allow(self) -> bool:
         """Whether a call may go out now (in half-open, only the one trial call)."""
@@ -106,7 +111,7 @@ class CircuitBreaker:
                 "generator circuit breaker opened",
                 extra={"failures_in_a_row": self._in_a_row, "cooldown_seconds": self.cooldown},
             )
-            self._opened_at = time.monotonic()
+            self._opened_at = self.clock()
         self._trial = False
 
     def undecided(self) -> None:
@@ -118,7 +123,7 @@ class CircuitBreaker:
     def seconds_left(self) -> float:
         if self._opened_at is None:
             return 0.0
-        return max(0.0, self.cooldown - (time.monotonic() - self._opened_at))
+        return max(0.0, self.cooldown - (self.clock() - self._opened_at))
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:
