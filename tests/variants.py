@@ -249,14 +249,16 @@ def check_each_level(variants: Sequence[Variant], levels: Mapping[str, Sequence[
         for level in levels[name]
         if all(getattr(v, name) != level for v in variants)
     ]
-    def family(flavor: str) -> str:  # graph_rag_sql, graph_rag_memgraph, ... -> graph_rag
-        return "graph_rag" if flavor.startswith("graph_rag") else flavor
-
-    for flavor_family in sorted({family(flavor) for flavor in levels["flavor"]}):
+    for family in sorted({_family(flavor) for flavor in levels["flavor"]}):
         for python in levels["python"]:
-            if not any(family(v.flavor) == flavor_family and v.python == python for v in variants):
-                missing.append(f"{flavor_family} on Python {python}")
+            if not any(_family(v.flavor) == family and v.python == python for v in variants):
+                missing.append(f"{family} on Python {python}")
     return missing
+
+
+def _family(flavor: str) -> str:
+    """The flavor question's answer: graph_rag_sql, graph_rag_memgraph, ... -> graph_rag."""
+    return "graph_rag" if flavor.startswith("graph_rag") else flavor
 
 
 def check_pairwise(variants: Sequence[Variant], levels: Mapping[str, Sequence[str]]) -> list[str]:
