@@ -11,7 +11,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import SERVICE_DESCRIPTION, SERVICE_NAME, __version__, health
-from .components import build_resources, feature_routers, router_body_limits, startup_problem
+from .components import (
+    build_resources,
+    feature_routers,
+    precompressed_paths,
+    router_body_limits,
+    startup_problem,
+)
 from .db import Database
 from .errors import install_error_handlers
 from .middleware import (
@@ -122,7 +128,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         routes=limits,
     )
     app.add_middleware(
-        CompressionMiddleware, minimum_size=settings.gzip_minimum_size, level=settings.gzip_level
+        CompressionMiddleware,
+        minimum_size=settings.gzip_minimum_size,
+        level=settings.gzip_level,
+        precompressed=precompressed_paths(),
     )
     if settings.cors_allow_origins:
         app.add_middleware(

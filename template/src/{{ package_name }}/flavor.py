@@ -93,6 +93,9 @@ class Flavor:
     background: Callable[[Background], Sequence[Service]] = _no_background
     # Routers whose request bodies may be larger (or must be smaller) than MAX_BODY_BYTES.
     body_limits: Callable[[Settings], list[tuple[APIRouter, int]]] = _no_body_limits
+    # Paths that negotiate their own Content-Encoding (bytes compressed ahead of time): the
+    # compression layer hands them straight to the route.
+    precompressed_paths: Sequence[str] = ()
     # What makes a configuration unsafe to serve: refused in production, a warning elsewhere.
     startup_problem: Callable[[Settings], str | None] = _no_problem
     # Adds the flavor's subcommands to the CLI (`seed`, say); each sets `handler`.

@@ -53,5 +53,7 @@ FLAVOR = Flavor(
     resources=fintech_resources,
     background=fintech_background,
     jobs=(REPORT_JOB_KIND,),
+    # Market data is gzipped once per price change (market.py), not per request.
+    precompressed_paths=(market.router.prefix,),
     add_commands=add_seed_command,
 )

@@ -256,7 +256,8 @@ async def get_market_data(request: Request) -> Response:
     if if_none_match is not None and _matches(if_none_match, snapshot):
         return Response(status_code=304, headers=headers)
     if compressed:
-        # Content-Encoding is set, so the compression middleware passes the bytes through.
+        # Compressed once per price change; the compression layer lets this path by
+        # (`precompressed_paths` in components.py).
         headers["Content-Encoding"] = "gzip"
         return Response(snapshot.gzipped, media_type="application/json", headers=headers)
     return Response(snapshot.identity, media_type="application/json", headers=headers)

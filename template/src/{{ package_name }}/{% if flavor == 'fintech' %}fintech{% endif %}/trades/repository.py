@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import select, text
+from sqlalchemy import and_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.selectable import GenerativeSelect
 
 from ...db import Database
 from ..models import Holding, IdempotencyRecord, Instrument, Portfolio, Trade
 from ..money import ZERO
+
+_Query = TypeVar("_Query", bound=GenerativeSelect)
 
 _process_writers: WeakKeyDictionary[Database, asyncio.Lock] = WeakKeyDictionary()
 
@@ -42,25 +45,40 @@ def writer_lock(database: Database) -> AbstractAsyncContextManager[Any]:
 async def lock_portfolio(session: AsyncSession, user_id: int) -> Portfolio | None:
     """The user's portfolio, locked until the transaction ends (see the module docstring)."""
     query = select(Portfolio).where(Portfolio.user_id == user_id)
+    return await session.scalar(await _locking(session, query, Portfolio))
+
+
+async def instrument_and_holding(
+    session: AsyncSession, portfolio: Portfolio, symbol: str
+) -> tuple[Instrument | None, Holding | None]:
+    """The instrument `symbol` names and the portfolio's holding of it, in one round trip.
+
+    Read after the portfolio's lock is taken, never in the locking statement: on PostgreSQL a
+    statement that waited for a row lock re-reads the locked row only, and a holding read
+    beside it would be the one from before the wait (another trade's sale not yet seen)."""
+    query = (
+        select(Instrument, Holding)
+        .outerjoin(
+            Holding,
+            and_(Holding.instrument_id == Instrument.id, Holding.portfolio_id == portfolio.id),
+        )
+        .where(Instrument.symbol == symbol)
+    )
+    row = (await session.execute(query)).one_or_none()
+    if row is None:
+        return None, None
+    instrument, holding = row.tuple()
+    return instrument, holding
+
+
+async def _locking(session: AsyncSession, query: _Query, table: type[Any]) -> _Query:
+    """`query` taking `table`'s row lock: FOR UPDATE OF it on PostgreSQL; on SQLite the
+    database's write lock, taken here before the read."""
     connection = await session.connection()
     if connection.dialect.name == "sqlite":
         await session.execute(text("BEGIN IMMEDIATE"))
-        return await session.scalar(query)
-    return await session.scalar(query.with_for_update())
-
-
-async def instrument_by_symbol(session: AsyncSession, symbol: str) -> Instrument | None:
-    return await session.scalar(select(Instrument).where(Instrument.symbol == symbol))
-
-
-async def holding_of(
-    session: AsyncSession, portfolio: Portfolio, instrument: Instrument
-) -> Holding | None:
-    return await session.scalar(
-        select(Holding).where(
-            Holding.portfolio_id == portfolio.id, Holding.instrument_id == instrument.id
-        )
-    )
+        return query
+    return query.with_for_update(of=table)
 
 
 def open_holding(session: AsyncSession, portfolio: Portfolio, instrument: Instrument) -> Holding:

@@ -132,7 +132,7 @@ async def book_trade(
 
 
 async def _execute(session: AsyncSession, portfolio: Portfolio, order: TradeRequest) -> Trade:
-    instrument = await repository.instrument_by_symbol(session, order.symbol)
+    instrument, holding = await repository.instrument_and_holding(session, portfolio, order.symbol)
     if instrument is None:
         raise TradeRejectedError(
             "unknown_instrument", "symbol", f"unknown instrument '{order.symbol}'"
@@ -150,7 +150,6 @@ async def _execute(session: AsyncSession, portfolio: Portfolio, order: TradeRequ
     quantity = order.quantity.quantize(QUANTITY_STEP)
     price = (order.price if order.price is not None else instrument.price).quantize(PRICE_STEP)
     fees = round_money(order.fees)
-    holding = await repository.holding_of(session, portfolio, instrument)
     with decimal.localcontext(_EXACT):
         notional = round_money(quantity * price)
         realized = ZERO
