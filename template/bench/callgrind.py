@@ -10,8 +10,10 @@ working for it is not in the figure (its round trips are; compare them separatel
 Hash randomization is off (`PYTHONHASHSEED=0`) so that dict and set layouts, and with them
 the counts, repeat between runs. A scenario should `gc.collect()` and `gc.freeze()` after its
 set-up: a full collection over what set-up left behind, falling in one run and not the other,
-would count as requests. Under callgrind Python runs ~50x slower: a few hundred calls
-per scenario are enough.
+would count as requests. Start-up itself differs by ~0.1% between runs (its threads
+interleave differently), a few million instructions: make N calls' work large next to that
+(2000 calls of a 300k-instruction request hold the figure to 0.01%; 300 calls moved it by up
+to 5%). Under callgrind Python runs ~50x slower: a scenario takes a few minutes.
 """
 
 from __future__ import annotations

@@ -21,8 +21,7 @@ from .components import (
 from .db import Database
 from .errors import install_error_handlers
 from .middleware import (
-    BodyLimitMiddleware,
-    CompressionMiddleware,
+    BodyMiddleware,
     RequestContextMiddleware,
     body_limits,
 )
@@ -123,14 +122,11 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     # add_middleware wraps what is already there: the last one added runs first.
     app.add_middleware(
-        BodyLimitMiddleware,
-        default=settings.max_body_bytes,
+        BodyMiddleware,
+        max_body=settings.max_body_bytes,
         routes=limits,
-    )
-    app.add_middleware(
-        CompressionMiddleware,
-        minimum_size=settings.gzip_minimum_size,
-        level=settings.gzip_level,
+        gzip_minimum_size=settings.gzip_minimum_size,
+        gzip_level=settings.gzip_level,
         precompressed=precompressed_paths(),
     )
     if settings.cors_allow_origins:

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 # Ids from clients and proxies are honoured when they are safe to log and to echo back.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _UNMATCHED_ROUTE = "<unmatched>"
+# HTTP versions whose request bodies are framed by Content-Length or Transfer-Encoding only
+# (an HTTP/2 request may send a body with neither).
+_LENGTH_FRAMED = frozenset(["1.0", "1.1"])
 _random_bits = random.getrandbits
 
 
@@ -101,7 +104,7 @@ class RequestContextMiddleware:
         cache_control: Mapping[str, str] | None = None,
     ) -> None:
         self.app = app
-        self.metrics = metrics
+        self.requests = metrics.requests if metrics is not None else None
         self._header_key = header.lower().encode("latin-1")
         self.access_log = access_log
         # Paths whose access line is written only for a 5xx (the probes, unless
@@ -122,7 +125,7 @@ class RequestContextMiddleware:
         request_id = self._request_id(scope)
         token = request_id_var.set(request_id)
         path: str = scope["path"]
-        head = [(self._header_key, request_id.encode("latin-1"))]
+        id_header = (self._header_key, request_id.encode("latin-1"))
         extra = self._docs_headers if path in self._docs_paths else self._headers
         cache_control = self._cache_control.value(scope["method"], path)
         status = 500
@@ -141,14 +144,15 @@ class RequestContextMiddleware:
                     headers += _pending_headers(state, headers)
                 if cache_control is not None and 200 <= status < 400:
                     _add_cache_control(headers, cache_control)
-                headers += head
+                headers.append(id_header)
                 headers.append((b"x-process-time", elapsed))
                 headers += extra
                 message["headers"] = headers
             await send(message)
 
-        if self.metrics is not None:
-            self.metrics.started()
+        requests = self.requests
+        if requests is not None:
+            requests.started()
         try:
             if b"%00" in scope["query_string"] or b"%00" in (scope.get("raw_path") or b""):
                 await _refuse_nul(scope, send_with_context, request_id)
@@ -172,9 +176,11 @@ class RequestContextMiddleware:
             await self._shutting_down(send_with_context, request_id)
         finally:
             duration = time.perf_counter() - started
-            route = _route_template(scope)
-            if self.metrics is not None:
-                self.metrics.observe(scope["method"], route, status, duration)
+            # FastAPI puts the matched route in the scope; its path template keeps label
+            # cardinality bounded (/items/{id}, not /items/1, /items/2, ...).
+            route = getattr(scope.get("route"), "path", _UNMATCHED_ROUTE)
+            if requests is not None:
+                requests.observe(scope["method"], route, status, duration)
             if self.access_log and (status >= 500 or path not in self._quiet_paths):
                 access_logger.info(
                     "request",
@@ -248,13 +254,6 @@ async def _refuse_nul(scope: Scope, send: Send, request_id: str) -> None:
     )
 
 
-def _route_template(scope: Scope) -> str:
-    # FastAPI puts the matched route in the scope; its path template keeps label cardinality
-    # bounded (/items/{id}, not /items/1, /items/2, ...).
-    path = getattr(scope.get("route"), "path", None)
-    return path if isinstance(path, str) else _UNMATCHED_ROUTE
-
-
 class CacheControlRules:
     """`Cache-Control` values by path prefix, for successful GET/HEAD responses (the longest
     prefix wins; a response that sets its own keeps it)."""
@@ -277,45 +276,12 @@ class CacheControlRules:
 
 
 def _add_cache_control(headers: list[tuple[bytes, bytes]], value: bytes) -> None:
+    # ASGI response header names are lowercase (the spec requires it; Starlette's responses
+    # lowercase what a handler passes), so no per-header `.lower()`.
     for name, _ in headers:
-        if name.lower() == b"cache-control":
+        if name == b"cache-control":
             return
     headers.append((b"cache-control", value))
-
-
-class CompressionMiddleware:
-    """Gzip for clients that accept it, through Starlette's `GZipResponder`.
-
-    Starlette's `GZipMiddleware` also wraps every response of clients that do not accept gzip,
-    only to add `Vary`; that path measured ~15 us per request here. This one hands gzip-capable
-    requests to the same responder and leaves the others untouched, as it does requests to
-    `precompressed` paths, whose routes send bytes compressed ahead of time (the responder
-    would pass them through anyway, after ~40k instructions of header checks per request).
-    """
-
-    def __init__(
-        self, app: ASGIApp, *, minimum_size: int, level: int, precompressed: Iterable[str] = ()
-    ) -> None:
-        self.app = app
-        self.minimum_size = minimum_size
-        self.level = level
-        self.precompressed = frozenset(precompressed)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and _accepts_gzip(scope["headers"])
-            and scope["path"] not in self.precompressed
-        ):
-            responder = GZipResponder(
-                self.app,
-                self.minimum_size,
-                compresslevel=self.level,
-                exclude_content_types=DEFAULT_EXCLUDED_CONTENT_TYPES,
-            )
-            await responder(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
 
 
 class BodyTooLargeError(HTTPException):
@@ -326,29 +292,66 @@ class BodyTooLargeError(HTTPException):
         self.limit = limit
 
 
-class BodyLimitMiddleware:
-    """Caps every request body: MAX_BODY_BYTES, or the limit its route or router declares
-    (`APIRouter(max_body_size=...)`, as bulk ingest does).
+class BodyMiddleware:
+    """Bodies, both ways: caps what a request sends, gzips what a response sends back.
 
-    A declared Content-Length over the limit is answered 413 before a byte of the body is
-    read; a body that streams past it (chunked, or longer than declared) stops the read with
-    the same 413. Routes with a limit of their own are few, so finding one is a short scan.
+    The request body's cap is MAX_BODY_BYTES, or the limit its route or router declares
+    (`APIRouter(max_body_size=...)`, as bulk ingest does). A declared Content-Length over the
+    limit is answered 413 before a byte of the body is read; a body that streams past it
+    (chunked, or longer than declared) stops the read with the same 413. Routes with a limit
+    of their own are few, so finding one is a short scan.
+
+    Responses to clients that accept gzip go through Starlette's `GZipResponder` (at least
+    `minimum_size` bytes, at `level`); others are left untouched (Starlette's `GZipMiddleware`
+    wraps them too, only to add `Vary`: ~15 us per request here), as are requests to
+    `precompressed` paths, whose routes send bytes compressed ahead of time (the responder
+    would let them through after its header checks, ~15k instructions per request).
+
+    One layer for both, with one pass over the request headers: each layer costs every
+    request a call and an await of its own.
     """
 
     def __init__(
-        self, app: ASGIApp, *, default: int, routes: Sequence[tuple[APIRoute, int]] = ()
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        routes: Sequence[tuple[APIRoute, int]] = (),
+        gzip_minimum_size: int,
+        gzip_level: int,
+        precompressed: Iterable[str] = (),
     ) -> None:
         self.app = app
-        self.default = default
-        self.routes = [(route, limit) for route, limit in routes if limit != default]
+        self.default = max_body
+        self.routes = [(route, limit) for route, limit in routes if limit != max_body]
+        self.minimum_size = gzip_minimum_size
+        self.level = gzip_level
+        self.precompressed = frozenset(precompressed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        declared: int | None = None
+        seen_length = chunked = gzip = False
+        for name, value in scope["headers"]:
+            if name == b"content-length" and not seen_length:
+                seen_length = True
+                declared = int(value) if value.isdigit() else None
+            elif name == b"accept-encoding" and b"gzip" in value:
+                gzip = True
+            elif name == b"transfer-encoding":
+                chunked = True
+        app = self.app
+        if gzip and scope["path"] not in self.precompressed:
+            app = GZipResponder(
+                app,
+                self.minimum_size,
+                compresslevel=self.level,
+                exclude_content_types=DEFAULT_EXCLUDED_CONTENT_TYPES,
+            )
         # The limit is looked up only for a request that has a body: most have none.
         limit = -1
-        declared = _content_length(scope["headers"])
         if declared is not None and declared > (limit := self._limit(scope)):
             await _send_problem(
                 send,
@@ -360,6 +363,10 @@ class BodyLimitMiddleware:
                 headers=[(b"connection", b"close")],
                 limit=limit,
             )
+            return
+        if not (seen_length or chunked) and scope.get("http_version") in _LENGTH_FRAMED:
+            # HTTP/1.x: without Content-Length or Transfer-Encoding a request has no body.
+            await app(scope, receive, send)
             return
         received = 0
 
@@ -374,20 +381,13 @@ class BodyLimitMiddleware:
                     raise BodyTooLargeError(limit)
             return message
 
-        await self.app(scope, receive_within_limit, send)
+        await app(scope, receive_within_limit, send)
 
     def _limit(self, scope: Scope) -> int:
         for route, limit in self.routes:
             if scope["method"] in (route.methods or ()) and route.path_regex.match(scope["path"]):
                 return limit
         return self.default
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
 
 
 def body_limits(
@@ -402,10 +402,6 @@ def body_limits(
         if included is not None:
             own = next((n for r, n in routers if r is included), included.max_body_size)
             yield from body_limits(included.routes, own if own is not None else default, routers)
-
-
-def _accepts_gzip(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(name == b"accept-encoding" and b"gzip" in value for name, value in headers)
 
 
 async def _send_problem(

@@ -249,6 +249,9 @@ class _RequestCounts(Collector):
         self._bounds = _LATENCY_BUCKETS
         self._le = [*(repr(bound) for bound in _LATENCY_BUCKETS), "+Inf"]  # as the library
 
+    def started(self) -> None:
+        self.in_flight += 1
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.in_flight -= 1
         key = (method, route, status)
@@ -300,6 +303,9 @@ class _SharedRequestCounts:
             registry=registry,
         )
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def started(self) -> None:
+        self.in_flight.inc()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.in_flight.dec()
@@ -413,12 +419,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemostrecent",
         )
-        self._local: _RequestCounts | None = None
-        self._shared: _SharedRequestCounts | None = None
+        # The request metrics: `started()` when a request begins, `observe(...)` when it ends
+        # (the request-context middleware calls them directly, one call each per request).
+        self.requests: _RequestCounts | _SharedRequestCounts
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-            self._shared = _SharedRequestCounts(registry, self.in_flight)
+            self.requests = _SharedRequestCounts(registry, self.in_flight)
         else:
-            local = self._local = _RequestCounts()
+            local = self.requests = _RequestCounts()
             self.in_flight.set_function(lambda: local.in_flight)
             registry.register(local)
             # CPU seconds, resident memory and open files of this process. With several
@@ -427,17 +434,11 @@ class Metrics:
 
     def started(self) -> None:
         """A request began."""
-        if self._local is not None:
-            self._local.in_flight += 1
-        elif self._shared is not None:
-            self._shared.in_flight.inc()
+        self.requests.started()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """A request that `started` ended."""
-        if self._local is not None:
-            self._local.observe(method, route, status, seconds)
-        elif self._shared is not None:
-            self._shared.observe(method, route, status, seconds)
+        self.requests.observe(method, route, status, seconds)
 
     def dependencies(self, checks: dict[str, str]) -> None:
         """Record a readiness round: each resource's name to "ok" or what went wrong."""

@@ -16,18 +16,15 @@ from __future__ import annotations
 import asyncio
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import and_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.selectable import GenerativeSelect
 
 from ...db import Database
 from ..models import Holding, IdempotencyRecord, Instrument, Portfolio, Trade
 from ..money import ZERO
-
-_Query = TypeVar("_Query", bound=GenerativeSelect)
 
 _process_writers: WeakKeyDictionary[Database, asyncio.Lock] = WeakKeyDictionary()
 
@@ -45,7 +42,11 @@ def writer_lock(database: Database) -> AbstractAsyncContextManager[Any]:
 async def lock_portfolio(session: AsyncSession, user_id: int) -> Portfolio | None:
     """The user's portfolio, locked until the transaction ends (see the module docstring)."""
     query = select(Portfolio).where(Portfolio.user_id == user_id)
-    return await session.scalar(await _locking(session, query, Portfolio))
+    connection = await session.connection()
+    if connection.dialect.name == "sqlite":
+        await session.execute(text("BEGIN IMMEDIATE"))
+        return await session.scalar(query)
+    return await session.scalar(query.with_for_update())
 
 
 async def instrument_and_holding(
@@ -69,16 +70,6 @@ async def instrument_and_holding(
         return None, None
     instrument, holding = row.tuple()
     return instrument, holding
-
-
-async def _locking(session: AsyncSession, query: _Query, table: type[Any]) -> _Query:
-    """`query` taking `table`'s row lock: FOR UPDATE OF it on PostgreSQL; on SQLite the
-    database's write lock, taken here before the read."""
-    connection = await session.connection()
-    if connection.dialect.name == "sqlite":
-        await session.execute(text("BEGIN IMMEDIATE"))
-        return query
-    return query.with_for_update(of=table)
 
 
 def open_holding(session: AsyncSession, portfolio: Portfolio, instrument: Instrument) -> Holding:
