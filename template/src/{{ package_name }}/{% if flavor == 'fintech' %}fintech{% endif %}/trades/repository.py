@@ -68,7 +68,7 @@ async def instrument_and_holding(
     row = (await session.execute(query)).one_or_none()
     if row is None:
         return None, None
-    instrument, holding = row.tuple()
+    instrument, holding = row._tuple()
     return instrument, holding
 
 
