@@ -301,11 +301,12 @@ class BodyMiddleware:
     (chunked, or longer than declared) stops the read with the same 413. Routes with a limit
     of their own are few, so finding one is a short scan.
 
-    Responses to clients that accept gzip go through Starlette's `GZipResponder` (at least
-    `minimum_size` bytes, at `level`); others are left untouched (Starlette's `GZipMiddleware`
-    wraps them too, only to add `Vary`: ~15 us per request here), as are requests to
-    `precompressed` paths, whose routes send bytes compressed ahead of time (the responder
-    would let them through after its header checks, ~15k instructions per request).
+    Responses to clients that accept gzip go through Starlette's `GZipResponder` (bodies of
+    at least `gzip_minimum_size` bytes, at `gzip_level`); others are left untouched
+    (Starlette's `GZipMiddleware` wraps them too, only to add `Vary`: ~15 us per request
+    here), as are requests to `precompressed` paths, whose routes send bytes compressed ahead
+    of time (the responder would only let them through, after its per-request set-up and
+    header checks).
 
     One layer for both, with one pass over the request headers: each layer costs every
     request a call and an await of its own.
