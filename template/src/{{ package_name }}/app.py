@@ -126,15 +126,14 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.router.routes.extend(health.router.routes)
     if settings.metrics_enabled:
         app.router.routes.extend(metrics_router.routes)
-    sized = router_body_limits(settings)
     for router in feature_routers():
-        if _inlinable(router, sized):
+        if _inlinable(router, router_body_limits(settings)):
             app.router.routes.extend(router.routes)
         else:
             app.include_router(router)
     document_rate_limits(app)
     _withhold_internals(app, settings)
-    limits = list(body_limits(app.routes, settings.max_body_bytes, sized))
+    limits = list(body_limits(app.routes, settings.max_body_bytes, router_body_limits(settings)))
     install_openapi(app, limits)
 
     install_error_handlers(app, registry.get(Database))
