@@ -1,0 +1,139 @@
+"""The template's benchmark command (bench/run.py) and its report (bench/report.py).
+
+The quick run renders both flavors, runs every benchmark step on the real PostgreSQL and Redis
+and must write a report whose figures are the benchmarks' own: each step's JSON, the articles'
+table filled from them, the plots as PNG files. Its figures are judged by people; here only
+that they exist, are numbers and come from the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import variants as V
+from harness.processes import run, tail
+
+sys.path.insert(0, str(V.REPO_ROOT))
+
+from bench import report
+from bench import run as bench_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def figure(name: str, value: float, unit: str, stat: str = "", **baseline: Any) -> dict[str, Any]:
+    return {"name": name, "value": value, "unit": unit, "stat": stat, **baseline}
+
+
+def write_step(
+    results: Path, name: str, bench: str, figures: list[dict[str, Any]], **extra: Any
+) -> None:
+    folder = results / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"bench": bench, "seconds": 12.5, "load_average": {"start": 1.0, "end": 1.5}}
+    data |= {"figures": figures, **extra}
+    (folder / f"{name}.json").write_text(json.dumps(data))
+
+
+def test_the_report_sets_measured_figures_beside_the_articles_and_plots_them(
+    tmp_path: Path,
+) -> None:
+    write_step(
+        tmp_path,
+        "graph_rag-graph_rag",
+        "bench_graph_rag",
+        [figure("search, 100,000 documents, 1 caller", 31.25, "ms", "p95")],
+        samples={"search, 100,000 documents, 1 caller": [1.0, 2.0, 3.0, 30.0]},
+    )
+    write_step(
+        tmp_path,
+        "fintech-served",
+        "bench_served",
+        [
+            figure(
+                "portfolio read", 900.0, "requests/s", "served",
+                baseline="bare FastAPI", baseline_value=3600.0, ratio=0.25,
+            ),
+            figure("service memory at rest", 114.2, "MB", "RSS"),
+        ],
+        samples={"portfolio read, service": [2.0, 3.0], "portfolio read, bare FastAPI": [1.0]},
+    )  # fmt: skip
+    (tmp_path / "run.json").write_text(
+        json.dumps({"mode": "quick", "started": "2026-12-07T10:00:00+00:00", "seconds": 170,
+                    "cores": 2, "load_average": 1.2, "failed": ["fintech-jobs-celery"]})
+    )  # fmt: skip
+
+    path = report.write(tmp_path)
+    text = path.read_text()
+
+    assert "| search latency, p95 | 200 ms | 31.2 ms p95 |" in text, text
+    assert "| bulk ingest of 1,000 documents | 300 ms | not measured in this run |" in text
+    assert "**Failed steps:** fintech-jobs-celery" in text
+    assert "| portfolio read | served | 900 requests/s | bare FastAPI | 3,600 | 0.25 |" in text
+    assert "| service memory at rest | RSS | 114 MB |  |  |  |" in text
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert plots == [
+        "fintech-served-latency.png",
+        "fintech-served-throughput.png",
+        "graph_rag-graph_rag-latency.png",
+        "ratios.png",
+    ]
+    for name in plots:
+        assert (tmp_path / "plots" / name).read_bytes().startswith(PNG), name
+        assert f"(plots/{name})" in text
+
+
+def test_every_step_names_a_benchmark_the_flavor_ships() -> None:
+    """A step whose benchmark a flavor does not render would fail only in the full run."""
+    shipped = {p.name.split(".")[0] for p in (V.REPO_ROOT / "template" / "bench").iterdir()}
+    for step in bench_run.STEPS:
+        names = {step.bench, f"{{% if flavor == '{step.flavor}' %}}{step.bench}"}
+        assert names & shipped, step
+        assert "--json" not in step.full + step.quick  # the runner adds it
+    assert len({step.name for step in bench_run.STEPS}) == len(bench_run.STEPS)
+
+
+@pytest.mark.generated
+def test_the_quick_run_measures_both_flavors_and_writes_the_report(
+    tmp_path: Path, service_urls: dict[str, str]
+) -> None:
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed (.ci/run installs it: apt install wrk)")
+    results = tmp_path / "run"
+    env = {
+        **os.environ,
+        "BENCH_DATABASE_URL": service_urls["DATABASE_URL"],
+        "BENCH_REDIS_URL": service_urls["REDIS_URL"],
+    }
+    command = [sys.executable, "bench/run.py", "--quick", "--out", str(results)]
+    out = run(command, cwd=V.REPO_ROOT, env=env, timeout=900)
+    assert out.returncode == 0, tail(out.stdout + out.stderr, 80)
+
+    steps = {json.loads(p.read_text())["bench"]: p for p in (results / "figures").glob("*.json")}
+    assert len(list((results / "figures").glob("*.json"))) == len(bench_run.STEPS)
+    assert set(steps) >= {"served", "stack", "cache", "fintech", "graph_rag", "relevance", "jobs"}
+    for path in (results / "figures").glob("*.json"):
+        data = json.loads(path.read_text())
+        assert data["figures"], path.name
+        for item in data["figures"]:
+            assert isinstance(item["value"], int | float), (path.name, item)
+            if "ratio" in item:
+                assert 0 < item["ratio"] < 50, (path.name, item)
+    served = json.loads((results / "figures" / "fintech-served.json").read_text())
+    rates = {f["name"]: f for f in served["figures"] if f["unit"] == "requests/s"}
+    assert {"liveness probe", "portfolio read", "market data, gzip"} <= set(rates)
+    text = (results / "report.md").read_text()
+    measured = re.findall(r"^\| [^|]+ \| [^|]+ \| (.+) \|$", text.split("## fintech")[0], re.M)
+    assert measured, text
+    assert "not measured in this run" not in measured, text
+    assert (results / "plots" / "ratios.png").read_bytes().startswith(PNG)
+    run_info = json.loads((results / "run.json").read_text())
+    assert run_info["failed"] == []
+    print(f"quick run: {run_info['seconds']:.0f} s")
