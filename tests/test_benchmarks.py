@@ -3,12 +3,17 @@
 The relevance benchmark (graph_rag's bench/bench_relevance.py) is run on a small corpus: it
 must print a row per configuration and query class, each measure a number in [0, 1], and the
 hybrid-over-best-signal ratios. Its figures are judged by people reading them, not here.
+
+With `--json PATH` a benchmark also writes its figures (bench/figures.py) for the report
+program: the relevance benchmark's must be the numbers it prints, and the cache benchmark's,
+run on a few requests, each read's with its baseline.
 """
 
 from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -35,8 +40,10 @@ def test_the_relevance_benchmark_prints_every_configuration_and_class(
 ) -> None:
     venv = shared_venv(GRAPH_RAG.python)
     project = work_copy(render(GRAPH_RAG))
+    figures_file = project / "relevance.json"
     cmd = [str(venv / "bin" / "python"), "bench/bench_relevance.py", "--sizes", "300"]
-    out = run([*cmd, "--queries", "8"], cwd=project, env=project_env(project, venv), timeout=300)
+    cmd += ["--queries", "8", "--json", str(figures_file)]
+    out = run(cmd, cwd=project, env=project_env(project, venv), timeout=300)
     text = out.stdout + out.stderr
     assert out.returncode == 0, tail(text, 60)
 
@@ -52,6 +59,59 @@ def test_the_relevance_benchmark_prints_every_configuration_and_class(
     # The answers through /ask's service: per answerable class, cited and contains shares.
     for kind in ("single", "paraphrase", "multihop", "natural"):
         assert re.search(rf"answers {kind}\s+cited\s+\d+%", text), text
+
+    # The JSON figures: one per configuration, class and measure, the numbers printed.
+    written = json.loads(figures_file.read_text())
+    assert written["bench"] == "relevance"
+    scores = {
+        (figure["name"], figure["stat"]): figure["value"]
+        for figure in written["figures"]
+        if figure["unit"] == "score"
+    }
+    configuration = ""
+    for row in rows:
+        configuration = row["name"] or configuration
+        name = f"300 documents, {configuration}, {row['kind']}"
+        for group, stat in (("ndcg", "nDCG@10"), ("recall", "recall@10"), ("mrr", "MRR")):
+            assert f"{scores[name, stat]:.3f}" == row[group], (name, stat, row.group())
+    ndcg = [value for (_, stat), value in scores.items() if stat == "nDCG@10"]
+    assert len(ndcg) == len(CONFIGURATIONS) * len(ANSWERED)
+    assert all(0.0 <= value <= 1.0 for value in ndcg)
+
+
+@pytest.mark.generated
+def test_the_cache_benchmark_writes_each_read_with_its_baseline_as_json(
+    render: Renderer, shared_venv: SharedVenvs, work_copy: Callable[[Path], Path]
+) -> None:
+    """bench_cache.py --json on a few requests (process memory: no REDIS_URL): the cached read
+    against the uncached one, the rate-limited read against the cached one, and the samples."""
+    venv = shared_venv(GRAPH_RAG.python)
+    project = work_copy(render(GRAPH_RAG))
+    figures_file = project / "cache.json"
+    cmd = [str(venv / "bin" / "python"), "bench/bench_cache.py", "--rounds", "1"]
+    cmd += ["--requests", "50", "--concurrency", "2", "--json", str(figures_file)]
+    out = run(cmd, cwd=project, env=project_env(project, venv), timeout=120)
+    assert out.returncode == 0, tail(out.stdout + out.stderr, 60)
+
+    written = json.loads(figures_file.read_text())
+    assert written["bench"] == "cache"
+    assert written["settings"] == {"rounds": 1, "requests": 50, "concurrency": 2}
+    figures = {(figure["name"], figure["stat"]): figure for figure in written["figures"]}
+    printed = re.search(r"^  cached\s+(\d+) us CPU\s+(\d+) requests/s", out.stdout, re.MULTILINE)
+    assert printed is not None, out.stdout
+    cached = figures["memory backend, cached, throughput", "median"]
+    assert f"{cached['value']:.0f}" == printed[2]
+    for read, baseline in (("cached", "uncached"), ("cached + rate limit", "cached")):
+        for what, stat in (("CPU per request", "median"), ("throughput", "median")):
+            figure = figures[f"memory backend, {read}, {what}", stat]
+            assert figure["value"] > 0, figure
+            assert figure["baseline"] == baseline, figure
+            assert figure["baseline_value"] > 0, figure
+            assert figure["ratio"] > 0, figure
+    limited = figures["memory backend, cached + rate limit, CPU per request", "median"]
+    assert 0 < limited["ratio"] < 2, limited  # the limiter costs something, not everything
+    assert figures["memory backend, served unchecked", "count"]["value"] == 0
+    assert len(written["samples"]["memory backend, cached"]) == 50
 
 
 def test_the_relevance_corpus_reaches_its_largest_size_with_names_never_reused() -> None:

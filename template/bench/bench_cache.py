@@ -15,6 +15,7 @@ measure of the limiter.
 
     uv run python bench/bench_cache.py [--rounds 5] [--requests 3000] [--concurrency 16]
     uv run python bench/bench_cache.py --instructions [--calls 300]
+    uv run python bench/bench_cache.py --json cache.json   # the figures also as JSON
 
 `--instructions` prints instructions per request instead, counted by valgrind's callgrind
 (steady on a busy machine; a Redis server's own work is not in the count).
@@ -43,6 +44,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]  # the project, importable uninsta
 
 from bench import asgi, cache_apps, callgrind  # noqa: E402
 from bench.asgi import get_scope  # noqa: E402
+from bench.figures import Figures  # noqa: E402
+
+# Each read's baseline: caching is measured against the uncached read, the rate limiter
+# against the cached read it sits in front of.
+BASELINES = {"cached": "uncached", "cached + rate limit": "cached"}
 
 
 def client_addresses(app: Any) -> Iterator[str]:
@@ -60,8 +66,9 @@ async def call(app: Any, path: str, clients: Iterator[str]) -> None:
 
 async def load(
     app: Any, path: str, clients: Iterator[str], requests: int, concurrency: int
-) -> tuple[float, float, float]:
-    """requests/s, p50 ms and p99 ms of `requests` calls, `concurrency` at a time."""
+) -> tuple[float, float, float, list[float]]:
+    """requests/s, p50 ms and p99 ms of `requests` calls, `concurrency` at a time, and every
+    call's latency (ms)."""
     latencies: list[float] = []
     remaining = requests
 
@@ -79,7 +86,16 @@ async def load(
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1e3
     p99 = latencies[int(len(latencies) * 0.99)] * 1e3
-    return requests / elapsed, p50, p99
+    return requests / elapsed, p50, p99, [seconds * 1e3 for seconds in latencies]
+
+
+# What `measure` reports per read, in the order of its figures: name, unit, statistic.
+FIGURES = (
+    ("CPU per request", "us", "median"),
+    ("throughput", "requests/s", "median"),
+    ("latency", "ms", "p50"),
+    ("latency", "ms", "p99"),
+)
 
 
 async def cpu_us_per_request(app: Any, path: str, clients: Iterator[str], requests: int) -> float:
@@ -89,10 +105,11 @@ async def cpu_us_per_request(app: Any, path: str, clients: Iterator[str], reques
     return (time.process_time() - started) / requests * 1e6
 
 
-async def measure(backend: str, app: Any, args: argparse.Namespace) -> None:
+async def measure(backend: str, app: Any, args: argparse.Namespace, report: Figures) -> None:
     names = list(cache_apps.PATHS)
     cpu: dict[str, list[float]] = {name: [] for name in names}
     loaded: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+    timed: dict[str, list[float]] = {name: [] for name in names}
     async with LifespanManager(app):
         clients = client_addresses(app)
         for path in cache_apps.PATHS.values():  # warm-up; fills the cache
@@ -101,7 +118,11 @@ async def measure(backend: str, app: Any, args: argparse.Namespace) -> None:
         for _ in range(args.rounds):
             for name, path in cache_apps.PATHS.items():
                 cpu[name].append(await cpu_us_per_request(app, path, clients, args.requests))
-                loaded[name].append(await load(app, path, clients, args.requests, args.concurrency))
+                rps, p50, p99, latencies = await load(
+                    app, path, clients, args.requests, args.concurrency
+                )
+                loaded[name].append((rps, p50, p99))
+                timed[name] += latencies
         unchecked = cache_apps.fail_open_events(app)
 
     print(f"\n{backend} backend ({cache_apps.backend_name(app)}):")
@@ -109,15 +130,28 @@ async def measure(backend: str, app: Any, args: argparse.Namespace) -> None:
     for name in names:
         micros = statistics.median(cpu[name])
         rps, p50, p99 = (statistics.median(sample[i] for sample in loaded[name]) for i in range(3))
-        figures[name] = (micros, rps, p99)
+        figures[name] = (micros, rps, p50, p99)
         print(
             f"  {name:<20} {micros:7.0f} us CPU   {rps:7.0f} requests/s"
             f"   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
         )
+        report.add_samples(f"{backend} backend, {name}", timed[name])
+    for name in names:
+        base = BASELINES.get(name, "")
+        for index, (what, unit, stat) in enumerate(FIGURES):
+            report.add(
+                f"{backend} backend, {name}, {what}",
+                figures[name][index],
+                unit,
+                stat,
+                baseline=base,
+                baseline_value=figures[base][index] if base else None,
+            )
+    report.add(f"{backend} backend, served unchecked", unchecked, "requests", "count")
     uncached, cached, limited = (figures[name] for name in names)
     print(
         f"  cached vs uncached: {cached[1] / uncached[1]:.2f}x requests/s,"
-        f" p99 {cached[2] / uncached[2]:.2f}x, CPU {cached[0] / uncached[0]:.2f}x"
+        f" p99 {cached[3] / uncached[3]:.2f}x, CPU {cached[0] / uncached[0]:.2f}x"
     )
     print(
         f"  rate limiter: {limited[0] - cached[0]:+.0f} us CPU per request,"
@@ -145,7 +179,7 @@ async def scenario(name: str, calls: int) -> None:
             await call(app, path, clients)
 
 
-def instructions(calls: int) -> None:
+def instructions(calls: int, report: Figures) -> None:
     for backend in cache_apps.backends():
         print(f"\n{backend} backend:")
         counts = {}
@@ -154,6 +188,15 @@ def instructions(calls: int) -> None:
             command = [sys.executable, str(Path(__file__).resolve()), "--scenario", key]
             counts[name] = callgrind.per_call(command, calls)
             print(f"  {name:<20} {counts[name]:12,.0f} instructions per request")
+            base = BASELINES.get(name, "")
+            report.add(
+                f"{backend} backend, {name}, instructions per request",
+                counts[name],
+                "instructions",
+                "mean",
+                baseline=base,
+                baseline_value=counts[base] if base else None,
+            )
         uncached, cached, limited = counts.values()
         print(
             f"  cached vs uncached: {uncached / cached:.2f}x fewer instructions;"
@@ -161,9 +204,9 @@ def instructions(calls: int) -> None:
         )
 
 
-async def main_async(args: argparse.Namespace) -> None:
+async def main_async(args: argparse.Namespace, report: Figures) -> None:
     for backend, overrides in cache_apps.backends().items():
-        await measure(backend, cache_apps.build(**overrides), args)
+        await measure(backend, cache_apps.build(**overrides), args, report)
 
 
 def main() -> None:
@@ -178,6 +221,7 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=300, help="calls per callgrind scenario")
     parser.add_argument("--scenario", help="backend/read: make --calls calls and exit")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as database_dir:
@@ -191,13 +235,18 @@ def main() -> None:
             if not callgrind.available():
                 parser.error("--instructions needs valgrind (apt install valgrind)")
             print(f"Instructions per request (callgrind, {args.calls} and {2 * args.calls} calls):")
-            instructions(args.calls)
+            report = Figures("cache", {"instructions": True, "calls": args.calls})
+            instructions(args.calls, report)
+            report.write(args.json)
             return
         print(
             f"Same read uncached, cached and rate limited: {args.concurrency} concurrent callers,"
             f" in-process (median of {args.rounds} rounds x {args.requests} requests)"
         )
-        asyncio.run(main_async(args))
+        settings = {k: getattr(args, k) for k in ("rounds", "requests", "concurrency")}
+        report = Figures("cache", settings)
+        asyncio.run(main_async(args, report))
+        report.write(args.json)
 
 
 if __name__ == "__main__":
