@@ -9,7 +9,8 @@ The walk that ranks documents for a query (every store computes the same numbers
   documents name that entity.
 The walk stops after `depth` steps and never enters an entity named by more than
 `max_documents` documents. A document's `hops` is its distance from the nearest query entity
-(0 when it names one).
+(0 when it names one), and its `onward` weight the part of its weight carried by the entities
+the query does not name (what the walk found beyond the query's own words).
 
 `SqlGraphStore` keeps them in the app database and walks relations with a recursive CTE (the
 same SQL on SQLite and PostgreSQL). The Cypher stores, where generated (cypher.py: Memgraph,
@@ -48,6 +49,8 @@ class Reached:
 
     hops: int
     weight: float
+    # The part of `weight` from entities the query does not name (reached in 1 step or more).
+    onward: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +137,8 @@ def expand_sql(depth: int) -> str:
         + """reached(entity_id, hops, weight) AS (
     SELECT entity_id, MIN(hops), SUM(weight) FROM walked GROUP BY entity_id
 )
-SELECT de.document_id, MIN(n.hops) AS hops, SUM(n.weight / e.document_count) AS weight
+SELECT de.document_id, MIN(n.hops) AS hops, SUM(n.weight / e.document_count) AS weight,
+    SUM(CASE WHEN n.hops > 0 THEN n.weight / e.document_count ELSE 0 END) AS onward
 FROM reached AS n
 CROSS JOIN document_entities AS de
 JOIN entities AS e ON e.id = n.entity_id
@@ -291,6 +295,6 @@ class SqlGraphStore:
         async with self._database.sessions() as session:
             result = await session.execute(statement, parameters)
             return {
-                int(document_id): Reached(int(hops), float(weight))
-                for document_id, hops, weight in result.all()
+                int(document_id): Reached(int(hops), float(weight), float(onward))
+                for document_id, hops, weight, onward in result.all()
             }

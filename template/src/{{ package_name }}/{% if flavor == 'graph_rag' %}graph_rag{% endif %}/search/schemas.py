@@ -25,10 +25,12 @@ class ScoreBreakdown(BaseModel):
     )
     graph: float = Field(
         description="How much of the graph walk from the query's entities reaches the "
-        "document, relative to the document it reaches most, square-rooted: 1 for that "
-        "document; more for documents naming rare entities close to the query's than for "
-        "those reached through common ones; 0 when the walk did not reach it (the query names "
-        "no known entity, or it is more than SEARCH_GRAPH_DEPTH relations away)."
+        "document through entities the query does not name, relative to the document it "
+        "reaches most, square-rooted: 1 for that document; more for documents naming rare "
+        "entities close to the query's than for those reached through common ones; 0 when the "
+        "walk did not reach it (the query names no known entity, or it is more than "
+        "SEARCH_GRAPH_DEPTH relations away) or it names no entity but the query's own "
+        "(their names are words of the query, which the lexical score counts)."
     )
 
 
