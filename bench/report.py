@@ -44,11 +44,14 @@ class Step:
         return dict(self.data.get("samples", {}))
 
 
-def load(results: Path) -> list[Step]:
-    return [
+def load(results: Path, order: list[str]) -> list[Step]:
+    """Each step's figures, in the order the run took them (others after, by name)."""
+    steps = [
         Step(path.stem, json.loads(path.read_text()))
         for path in sorted((results / "figures").glob("*.json"))
     ]
+    rank = {name: n for n, name in enumerate(order)}
+    return sorted(steps, key=lambda step: rank.get(step.name, len(rank)))
 
 
 # --- the source articles' figures ------------------------------------------------------------
@@ -60,49 +63,88 @@ class Claim:
 
     what: str
     published: str
-    step: str  # a step name's suffix, e.g. "graph_rag" matches "graph_rag-graph_rag"
-    name: str  # a regular expression on the figure's name
+    step: str  # the step's name, as bench/run.py names it
+    name: str  # a regular expression on the figure's name; the last figure matching counts
     stat: str = ""
     describe: Callable[[Figure], str] | None = None
 
 
 def _value(figure: Figure) -> str:
     stat = f" {figure['stat']}" if figure.get("stat") else ""
-    return f"{_number(figure['value'])} {figure['unit']}{stat}".strip()
+    unit = figure["unit"] if figure["unit"] == "%" else f" {figure['unit']}"
+    return f"{_number(figure['value'])}{unit}{stat}".strip()
 
 
-def _ratio_as_change(figure: Figure) -> str:
-    """A ratio as the change in latency it stands for (0.6 of the cost: -40%)."""
-    ratio = figure.get("ratio")
-    if not ratio:
-        return _value(figure)
-    return f"{(1 / ratio - 1) * 100:+.0f}% latency ({_value(figure)} vs {figure['baseline']})"
+def _singletons(figure: Figure) -> str:
+    """Three resources through typed dependencies against the same three from app.state."""
+    saving = (figure["baseline_value"] / figure["value"] - 1) * 100
+    return (
+        f"{saving:+.0f}% CPU per request: {_number(figure['baseline_value'])} us from app.state,"
+        f" {_number(figure['value'])} us through typed dependencies (in-process)"
+    )
+
+
+def _saved(figure: Figure) -> str:
+    return f"-{figure['value']:.0f}% bytes (market data, gzip level of the service)"
+
+
+def _with_step(label: str) -> Callable[[Figure], str]:
+    return lambda figure: f"{_value(figure)} ({label}: {figure['name']})"
 
 
 CLAIMS = [
-    Claim("search latency, p95", "200 ms", "graph_rag", r"^search\b.*1 caller", "p95"),
-    Claim("bulk ingest of 1,000 documents", "300 ms", "graph_rag", r"^ingest\b.*1,?000", ""),
+    Claim(
+        "search latency, p95",
+        "200 ms",
+        "graph_rag-graph_rag",
+        r"^search at \d+ documents, 1 caller$",
+        "p95",
+        _with_step("in-process, one caller"),
+    ),
+    Claim(
+        "bulk ingest of 1,000 documents",
+        "300 ms",
+        "graph_rag-graph_rag",
+        r"^ingest per 1000 documents, POST /ingest/batch$",
+        "median",
+    ),
     Claim(
         "singletons instead of a DI chain",
         "-40% latency",
-        "stack",
-        r"typed dependencies",
-        describe=_ratio_as_change,
+        "fintech-stack",
+        r"^three resources per request, typed dependencies$",
+        "median",
+        _singletons,
     ),
-    Claim("cache hit rate", "85%", "fintech", r"hit rate", ""),
-    Claim("bandwidth saved by gzip", "-70%", "fintech", r"saved", ""),
-    Claim("average response", "240 ms", "fintech", r"average response", ""),
+    Claim(
+        "cache hit rate",
+        "85%",
+        "fintech-fintech",
+        r"^mixed workload, portfolio cache hit rate$",
+        describe=_with_step("mixed reads and trades"),
+    ),
+    Claim(
+        "bandwidth saved by gzip", "-70%", "fintech-fintech", r"bytes saved by gzip$", "", _saved
+    ),
+    Claim(
+        "average response",
+        "240 ms",
+        "fintech-fintech",
+        r"^mixed workload$",
+        "mean",
+        _with_step("in-process, 16 callers"),
+    ),
 ]
 
 
 def find(steps: list[Step], step: str, pattern: str, stat: str = "") -> Figure | None:
+    found = None
     for candidate in steps:
-        if not candidate.name.endswith(step):
-            continue
-        for figure in candidate.figures:
-            if re.search(pattern, figure["name"]) and (not stat or figure.get("stat") == stat):
-                return figure
-    return None
+        if candidate.name == step:
+            for figure in candidate.figures:
+                if re.search(pattern, figure["name"]) and (not stat or figure["stat"] == stat):
+                    found = figure
+    return found
 
 
 # --- plots ------------------------------------------------------------------------------------
@@ -154,18 +196,23 @@ def plot_throughput(step: Step, folder: Path) -> Path | None:
 
 
 def plot_ratios(steps: list[Step], folder: Path) -> Path | None:
-    """Every ratio of the run: the share of its baseline's throughput the service keeps."""
-    rows = [(f"{s.name}: {f['name']} {f.get('stat', '')}".strip(), f["ratio"])
-            for s in steps for f in s.figures if f.get("ratio")]  # fmt: skip
+    """The throughput the service keeps against each baseline, every rate of the run."""
+    rows = [
+        (f"{s.name}: {f['name']} vs {f['baseline']}", f["ratio"])
+        for s in steps
+        for f in s.figures
+        if f.get("ratio") and f["unit"].endswith("/s")
+    ]
     if not rows:
         return None
-    figure, axes = plt.subplots(figsize=(9, 0.32 * len(rows) + 1.5))
+    figure, axes = plt.subplots(figsize=(9, 0.3 * len(rows) + 1.5))
     axes.barh(range(len(rows)), [ratio for _, ratio in rows])
     axes.axvline(1.0, color="black", linewidth=0.8)
+    axes.set_xscale("log")
     axes.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize="x-small")
     axes.invert_yaxis()
-    axes.set_xlabel("service / baseline (1.0: costs nothing over the baseline)")
-    axes.set_title("Ratios to the baselines, same run")
+    axes.set_xlabel("service / baseline, requests/s (log; 1.0: as fast as the baseline)")
+    axes.set_title("Throughput against the baselines, same run")
     return _save(figure, folder / "ratios.png")
 
 
@@ -215,6 +262,39 @@ def figure_table(figures: list[Figure]) -> list[str]:
     return lines
 
 
+RELEVANCE = re.compile(r"^(?P<size>\d+) documents, (?P<config>\w+), (?P<kind>[\w ]+)$")
+
+
+def relevance_table(step: Step) -> list[str]:
+    """The relevance figures pivoted: a row per corpus size, configuration and query class,
+    nDCG@10 / recall@10 / MRR (or the no-answer share), with the configuration's latency."""
+    rows: dict[tuple[str, str, str], dict[str, float]] = {}
+    for f in step.figures:
+        if match := RELEVANCE.match(f["name"]):
+            rows.setdefault((match["size"], match["config"], match["kind"]), {})[f["stat"]] = f[
+                "value"
+            ]
+    if not rows:
+        return []
+    lines = [
+        "| documents | configuration | class | nDCG@10 | recall@10 | MRR | latency p50 / p95 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (size, config, kind), row in rows.items():
+        if kind == "query latency" or config == "answers":
+            continue
+        latency = rows.get((size, config, "query latency"), {})
+        timing = ""
+        if kind == "all" and latency:
+            timing = f"{latency.get('p50', 0):.1f} / {latency.get('p95', 0):.1f} ms"
+        if "no hit" in row:
+            scores = [f"no hit {row['no hit']:.0f}%", "", ""]
+        else:
+            scores = [f"{row.get(stat, 0):.3f}" for stat in ("nDCG@10", "recall@10", "MRR")]
+        lines.append(f"| {int(size):,} | {config} | {kind} | {' | '.join(scores)} | {timing} |")
+    return [*lines, ""]
+
+
 def markdown(run: dict[str, Any], steps: list[Step], plots: dict[str, list[Path]]) -> str:
     lines = [
         f"# Benchmark report: {run.get('mode', '?')} run of {run.get('started', '?')}",
@@ -248,10 +328,12 @@ def markdown(run: dict[str, Any], steps: list[Step], plots: dict[str, list[Path]
         lines += [
             f"## {step.name}",
             "",
-            f"`bench/{step.data.get('bench', '?')}`, {_number(step.data.get('seconds', 0))} s, "
+            f"`bench/bench_{step.data.get('bench', '?')}.py`,"
+            f" {_number(step.data.get('seconds', 0))} s, "
             f"load average {load.get('start', 0):.1f} at the start and "
             f"{load.get('end', 0):.1f} at the end.",
             "",
+            *relevance_table(step),
             *figure_table(step.figures),
             "",
         ]
@@ -264,7 +346,7 @@ def write(results: Path) -> Path:
     """report.md and plots/ for the run in `results`; the report's path."""
     run_file = results / "run.json"
     run = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    steps = load(results)
+    steps = load(results, run.get("steps", []))
     folder = results / "plots"
     folder.mkdir(exist_ok=True)
     plots: dict[str, list[Path]] = {}

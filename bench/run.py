@@ -101,23 +101,23 @@ class Step:
 
 STEPS = [
     Step("fintech", "bench_served", "--rounds 3 --duration 5 --size 5000",
-         "--rounds 1 --duration 2 --size 500"),
+         "--rounds 1 --duration 1 --size 300"),
     Step("fintech", "bench_stack", "--rounds 3 --duration 5 --requests 3000",
-         "--rounds 1 --duration 2 --requests 500", label="stack"),
+         "--rounds 1 --duration 1 --requests 300 --endpoints live,cached-read", label="stack"),
     Step("fintech", "bench_cache", "--rounds 3 --requests 2000", "--rounds 1 --requests 300"),
     Step("fintech", "bench_fintech",
          "--users 10000 --instruments 5000 --requests 2000 --trades 500",
          "--users 1000 --instruments 500 --requests 300 --trades 100 --rounds 1"),
     Step("fintech", "bench_jobs", "--jobs 500 --rounds 5 --calls 100",
-         "--jobs 100 --rounds 2 --calls 40", label="jobs-celery"),
+         "--jobs 50 --rounds 1 --calls 30", label="jobs-celery"),
     Step("graph_rag", "bench_served", "--rounds 3 --duration 5 --size 10000",
-         "--rounds 1 --duration 2 --size 2000"),
+         "--rounds 1 --duration 1 --size 1000"),
     Step("graph_rag", "bench_graph_rag", "--rounds 3 --sizes 10000,100000 --requests 300",
-         "--rounds 1 --sizes 2000,10000 --requests 100"),
+         "--rounds 1 --sizes 1000,3000 --requests 100"),
     Step("graph_rag", "bench_relevance", "--sizes 10000 --queries 50",
-         "--sizes 1000 --queries 20"),
+         "--sizes 1000 --queries 10"),
     Step("graph_rag", "bench_jobs", "--jobs 500 --rounds 5 --calls 100",
-         "--jobs 100 --rounds 2 --calls 40", label="jobs-arq"),
+         "--jobs 50 --rounds 1 --calls 30", label="jobs-arq"),
 ]  # fmt: skip
 
 
@@ -194,6 +194,7 @@ def run_step(step: Step, project: Path, args: argparse.Namespace, results: Path)
             **{k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")},
             "DATABASE_URL": database_url,
             "REDIS_URL": args.redis_url,
+            "PYTHONUNBUFFERED": "1",  # the log shows how far a step got
         }
         log(f"{step.name}: {' '.join(command[1:])}")
         started = time.monotonic()
@@ -258,6 +259,7 @@ def main() -> None:
         "seconds": time.monotonic() - clock,
         "cores": os.cpu_count(),
         "load_average": os.getloadavg()[0],
+        "steps": [step.name for step in steps],
         "failed": failed,
     }
     (results / "run.json").write_text(json.dumps(run, indent=2) + "\n")

@@ -49,8 +49,12 @@ def test_the_report_sets_measured_figures_beside_the_articles_and_plots_them(
         tmp_path,
         "graph_rag-graph_rag",
         "bench_graph_rag",
-        [figure("search, 100,000 documents, 1 caller", 31.25, "ms", "p95")],
-        samples={"search, 100,000 documents, 1 caller": [1.0, 2.0, 3.0, 30.0]},
+        [
+            figure("search at 10000 documents, 1 caller", 5.5, "ms", "p95"),
+            figure("search at 100000 documents, 1 caller", 31.25, "ms", "p95"),
+            figure("search at 100000 documents, 1 caller", 20.0, "ms", "p50"),
+        ],
+        samples={"search at 100000 documents, 1 caller": [1.0, 2.0, 3.0, 30.0]},
     )
     write_step(
         tmp_path,
@@ -73,7 +77,9 @@ def test_the_report_sets_measured_figures_beside_the_articles_and_plots_them(
     path = report.write(tmp_path)
     text = path.read_text()
 
-    assert "| search latency, p95 | 200 ms | 31.2 ms p95 |" in text, text
+    # The largest corpus's p95 (the last figure of that name and statistic).
+    search = "31.2 ms p95 (in-process, one caller: search at 100000 documents, 1 caller)"
+    assert f"| search latency, p95 | 200 ms | {search} |" in text, text
     assert "| bulk ingest of 1,000 documents | 300 ms | not measured in this run |" in text
     assert "**Failed steps:** fintech-jobs-celery" in text
     assert "| portfolio read | served | 900 requests/s | bare FastAPI | 3,600 | 0.25 |" in text
@@ -125,7 +131,7 @@ def test_the_quick_run_measures_both_flavors_and_writes_the_report(
         for item in data["figures"]:
             assert isinstance(item["value"], int | float), (path.name, item)
             if "ratio" in item:
-                assert 0 < item["ratio"] < 50, (path.name, item)
+                assert 0 < item["ratio"] < 1000, (path.name, item)
     served = json.loads((results / "figures" / "fintech-served.json").read_text())
     rates = {f["name"]: f for f in served["figures"] if f["unit"] == "requests/s"}
     assert {"liveness probe", "portfolio read", "market data, gzip"} <= set(rates)
