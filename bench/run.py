@@ -194,6 +194,9 @@ def run_step(step: Step, project: Path, args: argparse.Namespace, results: Path)
             **{k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")},
             "DATABASE_URL": database_url,
             "REDIS_URL": args.redis_url,
+            # Cache entries and rate-limit counters of the step's own: none of another step's
+            # or run's (same ids, another database) is read as this one's.
+            "CACHE_NAMESPACE": f"bench-{uuid.uuid4().hex[:10]}",
             "PYTHONUNBUFFERED": "1",  # the log shows how far a step got
         }
         log(f"{step.name}: {' '.join(command[1:])}")
