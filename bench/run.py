@@ -100,17 +100,17 @@ class Step:
 
 
 STEPS = [
-    Step("fintech", "bench_served", "--rounds 3 --duration 5 --size 5000",
+    Step("fintech", "bench_served", "--rounds 3 --duration 5 --size 2000",
          "--rounds 1 --duration 1 --size 300"),
-    Step("fintech", "bench_stack", "--rounds 3 --duration 5 --requests 3000",
+    Step("fintech", "bench_stack", "--rounds 3 --duration 3 --requests 2000",
          "--rounds 1 --duration 1 --requests 300 --endpoints live,cached-read", label="stack"),
-    Step("fintech", "bench_cache", "--rounds 3 --requests 2000", "--rounds 1 --requests 300"),
+    Step("fintech", "bench_cache", "--rounds 2 --requests 2000", "--rounds 1 --requests 300"),
     Step("fintech", "bench_fintech",
-         "--users 10000 --instruments 5000 --requests 2000 --trades 500",
+         "--users 10000 --instruments 5000 --requests 2000 --trades 500 --rounds 2",
          "--users 1000 --instruments 500 --requests 300 --trades 100 --rounds 1"),
     Step("fintech", "bench_jobs", "--jobs 500 --rounds 5 --calls 100",
          "--jobs 50 --rounds 1 --calls 30", label="jobs-celery"),
-    Step("graph_rag", "bench_served", "--rounds 3 --duration 5 --size 10000",
+    Step("graph_rag", "bench_served", "--rounds 3 --duration 4 --size 10000",
          "--rounds 1 --duration 1 --size 1000"),
     Step("graph_rag", "bench_graph_rag", "--rounds 3 --sizes 10000,100000 --requests 300",
          "--rounds 1 --sizes 1000,3000 --requests 100"),
@@ -194,9 +194,11 @@ def run_step(step: Step, project: Path, args: argparse.Namespace, results: Path)
             **{k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")},
             "DATABASE_URL": database_url,
             "REDIS_URL": args.redis_url,
-            # Cache entries and rate-limit counters of the step's own: none of another step's
-            # or run's (same ids, another database) is read as this one's.
+            # Cache entries, rate-limit counters and a job queue of the step's own: none of
+            # another step's or run's (same ids, another database; an arq queue where Celery
+            # expects a list) is read as this one's.
             "CACHE_NAMESPACE": f"bench-{uuid.uuid4().hex[:10]}",
+            "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:10]}",
             "PYTHONUNBUFFERED": "1",  # the log shows how far a step got
         }
         log(f"{step.name}: {' '.join(command[1:])}")

@@ -15,6 +15,7 @@ import importlib.machinery
 import importlib.util
 import json
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -178,3 +179,56 @@ def test_instruction_counts_per_call_cancel_set_up_and_scale_with_the_work() -> 
     assert small > 10_000
     assert abs(again - small) / small < 0.01
     assert 1.8 < large / small < 2.2
+
+
+# Run inside the rendered project: a server answering 200 on /ok and 500 on /broken, loaded
+# through bench_served's own wrk script, once per path.
+SERVED_LOAD = """
+import http.server, json, sys, threading
+from bench import bench_served as served
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        status = 200 if self.path.startswith("/ok") else 500
+        self.send_response(status)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+port = server.server_address[1]
+calls = [served.Call(f"/ok?n={n}", {"X-Forwarded-For": f"10.0.0.{n}"}) for n in range(3)]
+load = served.wrk(port, served.wrk_script(calls, sys.argv[1], "ok"), 1, 2)
+print(json.dumps({"rps": load.requests_per_second, "percentiles": load.percentiles_ms}))
+try:
+    served.wrk(port, served.wrk_script([served.Call("/broken", {})], sys.argv[1], "no"), 1, 2)
+except RuntimeError as error:
+    print("refused:", str(error).splitlines()[0])
+"""
+
+
+@pytest.mark.generated
+def test_the_served_benchmark_reads_wrk_through_its_script_and_refuses_errors(
+    render: Renderer, shared_venv: SharedVenvs, work_copy: Callable[[Path], Path], tmp_path: Path
+) -> None:
+    """bench_served's wrk script cycles the calls and reports requests/s and 100 percentiles;
+    a load answered with errors fails instead of being measured."""
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed (.ci/run installs it: apt install wrk)")
+    venv = shared_venv(GRAPH_RAG.python)
+    project = work_copy(render(GRAPH_RAG))
+    cmd = [str(venv / "bin" / "python"), "-c", SERVED_LOAD, str(tmp_path)]
+    out = run(cmd, cwd=project, env=project_env(project, venv), timeout=120)
+    assert out.returncode == 0, tail(out.stdout + out.stderr, 60)
+    measured = json.loads(out.stdout.splitlines()[0])
+    assert measured["rps"] > 50, measured
+    percentiles = measured["percentiles"]
+    assert len(percentiles) == 100, percentiles  # p1 .. p99, then p99.9
+    assert percentiles == sorted(percentiles)
+    assert 0 < percentiles[49] < 1000, percentiles  # p50, in ms
+    assert "refused: " in out.stdout, out.stdout
+    assert "not 2xx/3xx" in out.stdout, out.stdout
