@@ -135,6 +135,13 @@ def test_the_quick_run_measures_both_flavors_and_writes_the_report(
     served = json.loads((results / "figures" / "fintech-served.json").read_text())
     rates = {f["name"]: f for f in served["figures"] if f["unit"] == "requests/s"}
     assert {"liveness probe", "portfolio read", "market data, gzip"} <= set(rates)
+    # bench_stack reads wrk's percentiles as bench_served does: p95 too, against bare FastAPI's.
+    stack = json.loads((results / "figures" / "fintech-stack.json").read_text())
+    probe = "live, full stack, latency under load"
+    latency = {f["stat"]: f for f in stack["figures"] if f["name"] == probe}
+    assert set(latency) == {"p50", "p95", "p99"}, stack["figures"]
+    assert latency["p95"]["baseline"] == "bare FastAPI", latency
+    assert set(stack["under_load"]["full/live"]) >= {"requests_per_second", "p95_ms"}
     text = (results / "report.md").read_text()
     measured = re.findall(r"^\| [^|]+ \| [^|]+ \| (.+) \|$", text.split("## fintech")[0], re.M)
     assert measured, text

@@ -181,54 +181,83 @@ def test_instruction_counts_per_call_cancel_set_up_and_scale_with_the_work() -> 
     assert 1.8 < large / small < 2.2
 
 
-# Run inside the rendered project: a server answering 200 on /ok and 500 on /broken, loaded
-# through bench_served's own wrk script, once per path.
-SERVED_LOAD = """
-import http.server, json, sys, threading
-from bench import bench_served as served
+# Run inside the rendered project: a server answering 200 on /ok (/ok/slow 100 ms late), 500
+# on /broken and echoing a POST, loaded through bench/processes.py's wrk script (which
+# bench_served and bench_stack both use): ten paths cycled, a POST with a body sent every
+# time, and a path answered with errors.
+WRK_LOAD = """
+import http.server, json, sys, threading, time
+from bench import processes
+
+received = []
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        status = 200 if self.path.startswith("/ok") else 500
+    disable_nagle_algorithm = True  # else each answer waits ~40 ms for a delayed ACK
+    def answer(self, status, body=b"{}"):
         self.send_response(status)
-        self.send_header("content-length", "2")
+        self.send_header("content-length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"{}")
+        self.wfile.write(body)
+    def do_GET(self):
+        if self.path.startswith("/ok/slow"):
+            time.sleep(0.1)
+        self.answer(200 if self.path.startswith("/ok") else 500)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        received.append([self.path, self.headers["content-type"], body.decode()])
+        self.answer(201, body)
     def log_message(self, *args):
         pass
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 port = server.server_address[1]
-calls = [served.Call(f"/ok?n={n}", {"X-Forwarded-For": f"10.0.0.{n}"}) for n in range(3)]
-load = served.wrk(port, served.wrk_script(calls, sys.argv[1], "ok"), 1, 2)
+directory = sys.argv[1]
+# One call in ten 100 ms late: p50 fast, p95 slow.
+calls = [
+    processes.Call("/ok/slow" if n == 0 else f"/ok?n={n}", {"X-Forwarded-For": f"10.0.0.{n}"})
+    for n in range(10)
+]
+load = processes.wrk(port, processes.wrk_script(calls, directory, "ok"), 2, 2)
 print(json.dumps({"rps": load.requests_per_second, "percentiles": load.percentiles_ms}))
+print(json.dumps([load.at(p) for p in (50, 95, 99)]))
+post = processes.Call("/echo", {"Content-Type": "application/json"}, "POST", '{"a": [1, 2]}')
+processes.wrk(port, processes.wrk_script([post], directory, "post"), 1, 1)
+print(json.dumps(received[0]))
+broken = processes.Call("/broken", {})
 try:
-    served.wrk(port, served.wrk_script([served.Call("/broken", {})], sys.argv[1], "no"), 1, 2)
+    processes.wrk(port, processes.wrk_script([broken], directory, "no"), 1, 2)
 except RuntimeError as error:
     print("refused:", str(error).splitlines()[0])
 """
 
 
 @pytest.mark.generated
-def test_the_served_benchmark_reads_wrk_through_its_script_and_refuses_errors(
+def test_the_wrk_script_reports_percentiles_sends_bodies_and_refuses_errors(
     render: Renderer, shared_venv: SharedVenvs, work_copy: Callable[[Path], Path], tmp_path: Path
 ) -> None:
-    """bench_served's wrk script cycles the calls and reports requests/s and 100 percentiles;
-    a load answered with errors fails instead of being measured."""
+    """bench/processes.py's wrk script cycles the calls (or sends one every time, with its
+    method and body) and reports requests/s and 100 percentiles, in ms: with one call in ten
+    100 ms late, p50 is fast and p95 and p99 are late. A load answered with errors fails
+    instead of being measured."""
     if shutil.which("wrk") is None:
         pytest.fail("wrk is not installed (.ci/run installs it: apt install wrk)")
     venv = shared_venv(GRAPH_RAG.python)
     project = work_copy(render(GRAPH_RAG))
-    cmd = [str(venv / "bin" / "python"), "-c", SERVED_LOAD, str(tmp_path)]
+    cmd = [str(venv / "bin" / "python"), "-c", WRK_LOAD, str(tmp_path)]
     out = run(cmd, cwd=project, env=project_env(project, venv), timeout=120)
     assert out.returncode == 0, tail(out.stdout + out.stderr, 60)
-    measured = json.loads(out.stdout.splitlines()[0])
+    lines = out.stdout.splitlines()
+    measured = json.loads(lines[0])
     assert measured["rps"] > 5, measured
     percentiles = measured["percentiles"]
     assert len(percentiles) == 100, percentiles  # p1 .. p99, then p99.9
     assert percentiles == sorted(percentiles)
-    assert 0 < percentiles[49] < 1000, percentiles  # p50, in ms
+    p50, p95, p99 = json.loads(lines[1])
+    assert (p50, p95, p99) == (percentiles[49], percentiles[94], percentiles[98])
+    assert 0 < p50 < 50, percentiles  # in ms
+    assert 90 < p95 <= p99 < 1000, percentiles
+    assert json.loads(lines[2]) == ["/echo", "application/json", '{"a": [1, 2]}']
     assert "refused: " in out.stdout, out.stdout
     assert "not 2xx/3xx" in out.stdout, out.stdout
