@@ -101,7 +101,7 @@ class Step:
 
 STEPS = [
     Step("fintech", "bench_served", "--rounds 3 --duration 5 --size 2000",
-         "--rounds 1 --duration 1 --size 200"),
+         "--rounds 1 --duration 1 --warmup 0 --size 200"),
     Step("fintech", "bench_stack", "--rounds 3 --duration 3 --requests 2000",
          "--rounds 1 --duration 1 --requests 200 --endpoints live", label="stack"),
     Step("fintech", "bench_cache", "--rounds 2 --requests 2000", "--rounds 1 --requests 300"),
@@ -111,7 +111,7 @@ STEPS = [
     Step("fintech", "bench_jobs", "--jobs 500 --rounds 5 --calls 100",
          "--jobs 30 --rounds 1 --calls 20", label="jobs-celery"),
     Step("graph_rag", "bench_served", "--rounds 3 --duration 4 --size 10000",
-         "--rounds 1 --duration 1 --size 500"),
+         "--rounds 1 --duration 1 --warmup 0 --size 500"),
     Step("graph_rag", "bench_graph_rag", "--rounds 3 --sizes 10000,100000 --requests 300",
          "--rounds 1 --sizes 500,2000 --requests 50"),
     Step("graph_rag", "bench_relevance", "--sizes 10000 --queries 50",
