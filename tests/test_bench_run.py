@@ -8,11 +8,15 @@ that they exist, are numbers and come from the run.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +108,79 @@ def test_every_step_names_a_benchmark_the_flavor_ships() -> None:
         assert names & shipped, step
         assert "--json" not in step.full + step.quick  # the runner adds it
     assert len({step.name for step in bench_run.STEPS}) == len(bench_run.STEPS)
+
+
+SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def test_each_step_runs_on_a_database_cache_namespace_and_queue_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Steps share the PostgreSQL and Redis servers, not their contents: each runs on a scratch
+    database dropped after it, with a cache namespace and a job queue of its own, so none reads
+    another's cache entries, rate-limit counters or jobs. (The servers are faked: a step's
+    benchmark is a recorder writing the figures it was asked for, or not.) A step that exits
+    with an error, or without its figures, fails, says so and prints the end of its log."""
+    for variable in ("CACHE_NAMESPACE", "QUEUE_NAME", "DATABASE_URL", "REDIS_URL"):
+        monkeypatch.setenv(variable, "inherited")  # the caller's own, never a step's
+    monkeypatch.setenv("VIRTUAL_ENV", str(tmp_path / "venv"))
+    databases: dict[str, str] = {}  # scratch database: "open" or "dropped"
+
+    @contextlib.contextmanager
+    def scratch_database(project: Path, server_url: str) -> Iterator[str]:
+        assert server_url == SERVER
+        url = f"postgresql://postgres@127.0.0.1:5432/bench_{len(databases)}"
+        databases[url] = "open"
+        yield url
+        databases[url] = "dropped"
+
+    environments: dict[str, dict[str, str]] = {}
+
+    def benchmark(command: list[str], **options: Any) -> subprocess.CompletedProcess[bytes]:
+        env = options["env"]
+        assert databases.get(env["DATABASE_URL"]) == "open", env["DATABASE_URL"]  # its own
+        environments[command[1]] = env
+        options["stdout"].write(f"{command[1]} started\n")
+        if command[1] == "bench/bench_stack.py":  # exits 0, its figures unwritten
+            return subprocess.CompletedProcess(command, 0)
+        figures = Path(command[command.index("--json") + 1])
+        figures.write_text(json.dumps({"bench": command[1], "figures": []}))
+        if command[1] == "bench/bench_jobs.py":  # its figures written, then a crash
+            options["stdout"].write("Traceback (most recent call last):\nboom\n")
+            return subprocess.CompletedProcess(command, 1)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(bench_run, "scratch_database", scratch_database)
+    monkeypatch.setattr(bench_run.subprocess, "run", benchmark)
+    for folder in ("figures", "logs"):
+        (tmp_path / folder).mkdir()
+    args = argparse.Namespace(quick=True, database_url=SERVER, redis_url="redis://r:6379/8")
+    project = tmp_path / "fintech"
+
+    def run_step(bench: str) -> bool:
+        step = bench_run.Step("fintech", f"bench_{bench}", "", "")
+        return bench_run.run_step(step, project, args, tmp_path)
+
+    ran = {bench: run_step(bench) for bench in ("served", "cache", "jobs", "stack")}
+
+    assert ran == {"served": True, "cache": True, "jobs": False, "stack": False}
+    assert set(databases.values()) == {"dropped"}
+    steps = list(environments.values())
+    assert len(steps) == 4
+    for variable in ("DATABASE_URL", "CACHE_NAMESPACE", "QUEUE_NAME"):
+        values = [env[variable] for env in steps]
+        assert len(set(values)) == 4, (variable, values)
+        assert "inherited" not in values, (variable, values)
+    assert [env["DATABASE_URL"] for env in steps] == list(databases)
+    assert {env["REDIS_URL"] for env in steps} == {"redis://r:6379/8"}
+    assert not any("VIRTUAL_ENV" in env for env in steps)  # the project's venv, not ours
+    out = capsys.readouterr().out
+    assert "fintech-jobs: FAILED (exit 1)" in out, out
+    assert "    boom" in out, out
+    assert "fintech-stack: FAILED (exit 0)" in out, out
+    assert "    bench/bench_stack.py started" in out, out
+    assert "fintech-served: FAILED" not in out, out
+    assert "fintech-cache: FAILED" not in out, out
 
 
 @pytest.mark.generated

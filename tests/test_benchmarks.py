@@ -16,9 +16,11 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import variants as V
@@ -154,6 +156,34 @@ def _bench_module(name: str) -> object:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_a_benchmark_whose_service_or_worker_exited_fails_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bench_served checks its `serve` and `worker` after the load (bench/processes.py's
+    require_running): one that exited meanwhile fails the run, named with its exit status,
+    rather than the figures of a dead service being reported. Running ones pass."""
+    # psutil (rss_mb's) is the generated project's; the check does not use it.
+    monkeypatch.setitem(sys.modules, "psutil", sys.modules.get("psutil") or ModuleType("psutil"))
+    processes = _bench_module("processes")
+    require_running: Callable[..., None] = processes.require_running  # type: ignore[attr-defined]
+    python = [sys.executable, "-I", "-S", "-c"]
+    worker = subprocess.Popen([*python, "raise SystemExit(3)"])
+    service = subprocess.Popen([*python, "import time; time.sleep(60)"])
+    try:
+        worker.wait(timeout=30)
+        require_running({"service": service})
+        with pytest.raises(RuntimeError) as failure:
+            require_running({"service": service, "worker": worker})
+        assert str(failure.value) == "worker exited during the benchmark (status 3)"
+        service.kill()
+        service.wait(timeout=30)
+        with pytest.raises(RuntimeError, match=r"^service exited during the benchmark"):
+            require_running({"service": service})
+    finally:
+        service.kill()
+        service.wait()
 
 
 # A scenario as bench/callgrind.py drives one: set-up, then `--calls N` calls of some work.

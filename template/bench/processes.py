@@ -1,5 +1,6 @@
 """Servers and load for the benchmarks that measure over sockets: free ports, commands pinned
-to one CPU, resident memory, and wrk runs read through a Lua script of their own.
+to one CPU, resident memory, a check that the servers still run, and wrk runs read through a
+Lua script of their own.
 
 wrk (https://github.com/wg/wrk; `apt install wrk` or `brew install wrk`) sends the calls of
 the script `wrk_script` writes: one call every time, or several in turn. When the load ends
@@ -46,6 +47,19 @@ def rss_mb(pid: int) -> float:
         return sum(p.memory_info().rss for p in family) / 2**20
     except psutil.NoSuchProcess:
         return 0.0
+
+
+def require_running(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Fail if any of `processes` (by name) has exited: figures measured meanwhile are those of
+    a dead service, not of the service."""
+    exited = {name: process.poll() for name, process in processes.items()}
+    if dead := {name: status for name, status in exited.items() if status is not None}:
+        raise RuntimeError(
+            "; ".join(
+                f"{name} exited during the benchmark (status {status})"
+                for name, status in dead.items()
+            )
+        )
 
 
 # --- wrk ---------------------------------------------------------------------------------------
