@@ -20,7 +20,6 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import variants as V
@@ -158,14 +157,10 @@ def _bench_module(name: str) -> object:
     return module
 
 
-def test_a_benchmark_whose_service_or_worker_exited_fails_naming_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_benchmark_whose_service_or_worker_exited_fails_naming_it() -> None:
     """bench_served checks its `serve` and `worker` after the load (bench/processes.py's
     require_running): one that exited meanwhile fails the run, named with its exit status,
     rather than the figures of a dead service being reported. Running ones pass."""
-    # psutil (rss_mb's) is the generated project's; the check does not use it.
-    monkeypatch.setitem(sys.modules, "psutil", sys.modules.get("psutil") or ModuleType("psutil"))
     processes = _bench_module("processes")
     require_running: Callable[..., None] = processes.require_running  # type: ignore[attr-defined]
     python = [sys.executable, "-I", "-S", "-c"]

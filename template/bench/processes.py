@@ -20,8 +20,6 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
-import psutil
-
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on at the moment."""
@@ -41,6 +39,8 @@ def pinned(command: list[str], cpu: int) -> list[str]:
 def rss_mb(pid: int) -> float:
     """Resident memory (MB) of `pid` and its children (uvicorn's workers, Celery's pool); 0
     once the process has exited."""
+    import psutil  # the project's; the rest of this module needs only the standard library
+
     try:
         process = psutil.Process(pid)
         family = [process, *process.children(recursive=True)]
@@ -110,7 +110,8 @@ def lua_call(call: Call) -> str:
     """`call` as the script's table: path, headers, method, body (nil: none)."""
     headers = ", ".join(f"[ {lua_string(k)} ] = {lua_string(v)}" for k, v in call.headers.items())
     body = lua_string(call.body) if call.body else "nil"
-    return f"{{{lua_string(call.path)}, {{{headers}}}, {lua_string(call.method)}, {body}}}"
+    fields = [lua_string(call.path), "{" + headers + "}", lua_string(call.method), body]
+    return "{" + ", ".join(fields) + "}"
 
 
 def wrk_script(calls: list[Call], directory: str, name: str) -> str:
