@@ -16,10 +16,11 @@ CIDRs), so a client cannot pick a fresh identity by sending its own X-Forwarded-
 
 When the storage is down (errors, timeouts), RATE_LIMIT_FAIL_OPEN decides: serve the request
 unchecked, counted in `rate_limit_fail_open_total`, or answer 503. Waiting for the storage is
-not an outage: with `max_concurrent_checks` (Redis: one per limiter connection) a burst
-queues for a turn, and only a request that waited `wait_timeout` in vain is refused (503,
-`rate_limit_busy`), never served unchecked. Once its turn comes, a check that takes longer
-than `call_timeout` (Redis: RATE_LIMIT_REDIS_TIMEOUT) is the storage being down.
+not an outage: a storage that can serve only so many calls at once says how many
+(`max_concurrent_calls`; Redis: its pool's connections), and a burst queues for a turn: only
+a request that waited `wait_timeout` in vain is refused (503, `rate_limit_busy`), never served
+unchecked. Once its turn comes, a check that takes longer than `call_timeout` (Redis:
+RATE_LIMIT_REDIS_TIMEOUT) is the storage being down.
 
 A storage that counts a request and reads its window in one call (`SingleTripWindow`: the
 Redis one, one round trip) is asked once per check; any other is asked twice, as `limits`
@@ -71,6 +72,14 @@ class RateLimitedError(AppError):
 
 
 @runtime_checkable
+class BoundedStorage(Protocol):
+    """A storage that serves at most `max_concurrent_calls` calls at once (a connection pool
+    without waiting of its own): the limiter gives checks turns so that no call is refused."""
+
+    max_concurrent_calls: int
+
+
+@runtime_checkable
 class SingleTripWindow(Protocol):
     """A storage that counts a hit and reads the moving window it leaves in one call:
     (allowed, reset time in epoch seconds, remaining), as `limits` reports them in two."""
@@ -93,7 +102,6 @@ class RateLimiter:
         *,
         retry_after: float = 1.0,
         warning_interval: float = 60.0,
-        max_concurrent_checks: int | None = None,
         wait_timeout: float = 5.0,
         call_timeout: float | None = None,
     ) -> None:
@@ -105,9 +113,7 @@ class RateLimiter:
         self._storage_factory = storage
         self._limiter: MovingWindowRateLimiter | None = None
         self._single_trip: SingleTripWindow | None = None
-        self._turns = (
-            None if max_concurrent_checks is None else asyncio.Semaphore(max_concurrent_checks)
-        )
+        self._turns: asyncio.Semaphore | None = None  # the storage's bound, if it has one
         self.wait_timeout = wait_timeout
         # Each check's storage calls as a whole; one that runs out is an outage. None: no
         # bound of the limiter's own (process memory cannot hang).
@@ -144,6 +150,11 @@ class RateLimiter:
         storage = self._storage_factory()
         self._limiter = MovingWindowRateLimiter(storage)
         self._single_trip = storage if isinstance(storage, SingleTripWindow) else None
+        self._turns = (
+            asyncio.Semaphore(storage.max_concurrent_calls)
+            if isinstance(storage, BoundedStorage)
+            else None
+        )
 
     async def close(self) -> None:
         self._limiter = self._single_trip = None  # the cache backend owns the connections
