@@ -46,6 +46,10 @@ class UnsafeConfigurationError(RuntimeError):
     """A production configuration that would expose the service (see `startup_problem`)."""
 
 
+# What a router without a lifespan of its own has (APIRouter's default, built per router).
+_DEFAULT_LIFESPAN = type(APIRouter().lifespan_context)
+
+
 def _inlinable(router: APIRouter, sized: Sequence[tuple[APIRouter, int]]) -> bool:
     """Whether `router`'s routes can join the app's router as they are: each route already
     carries the router's prefix, tags, dependencies and body limit (APIRouter adds them as
@@ -55,7 +59,7 @@ def _inlinable(router: APIRouter, sized: Sequence[tuple[APIRouter, int]]) -> boo
     return (
         not router.on_startup
         and not router.on_shutdown
-        and type(router.lifespan_context) is type(APIRouter().lifespan_context)
+        and type(router.lifespan_context) is _DEFAULT_LIFESPAN
         and all(limited is not router for limited, _ in sized)
     )
 
@@ -146,14 +150,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.router.routes.extend(health.router.routes)
     if settings.metrics_enabled:
         app.router.routes.extend(metrics_router.routes)
+    sized = router_body_limits(settings)
     for router in feature_routers():
-        if _inlinable(router, router_body_limits(settings)):
+        if _inlinable(router, sized):
             app.router.routes.extend(router.routes)
         else:
             app.include_router(router)
     document_rate_limits(app)
     _withhold_internals(app, settings)
-    limits = list(body_limits(app.routes, settings.max_body_bytes, router_body_limits(settings)))
+    limits = list(body_limits(app.routes, settings.max_body_bytes, sized))
     install_openapi(app, limits)
 
     install_error_handlers(app, registry.get(Database))
