@@ -142,6 +142,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.state.tracing = tracing
     app.state.metrics = metrics
     app.state.resources = registry = ResourceRegistry(resources)
+    sized = router_body_limits(settings)  # routers whose body limit the settings choose
 
     # Probes first, because FastAPI matches routes in registration order and probes are the most
     # frequent requests. Routes go straight onto the app's router where they can: FastAPI
@@ -150,7 +151,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.router.routes.extend(health.router.routes)
     if settings.metrics_enabled:
         app.router.routes.extend(metrics_router.routes)
-    sized = router_body_limits(settings)
     for router in feature_routers():
         if _inlinable(router, sized):
             app.router.routes.extend(router.routes)
