@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -46,10 +47,27 @@ def interpolate(value: str, env: Mapping[str, str] = USER_SECRETS) -> str:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's range of
+    ephemeral ports: a port from that range (what binding port 0 gives) can be taken as the
+    source port of any outgoing connection (another test's, to PostgreSQL or Redis) before
+    the process meant to listen on it starts. CI saw exactly that: "Address already in use"."""
+    floor = _ephemeral_floor()
+    for _ in range(200):
+        port = random.randrange(10_000, floor) if floor > 10_001 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free TCP port on 127.0.0.1")
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default; macOS starts at 49152
 
 
 #: A generated service's cold start takes ~20 s at load 8 on 2 cores. A process that exits ends
