@@ -14,12 +14,15 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import json
+import random
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import variants as V
@@ -179,6 +182,24 @@ def test_a_benchmark_whose_service_or_worker_exited_fails_naming_it() -> None:
     finally:
         service.kill()
         service.wait()
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_free() -> None:
+    """bench/processes.py's free_port (the generated tests' too) never hands out a port an
+    outgoing connection could take as its source port first, nor one a server listens on."""
+    processes = _bench_module("processes")
+    floor: int = processes._ephemeral_floor()  # type: ignore[attr-defined]
+    free_port: Callable[[], int] = processes.free_port  # type: ignore[attr-defined]
+    ports = {free_port() for _ in range(50)}
+    assert all(10_000 <= port < floor for port in ports), (floor, sorted(ports))
+    assert len(ports) > 10, "not random: concurrent test runs would pick the same ports"
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", free_port()))
+        listener.listen()
+        taken = listener.getsockname()[1]
+        first = free_port()
+        with mock.patch.object(random, "randrange", side_effect=[taken, first]):
+            assert free_port() == first, "handed out a port a server listens on"
 
 
 # A scenario as bench/callgrind.py drives one: set-up, then `--calls N` calls of some work.

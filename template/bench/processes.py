@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -22,10 +23,29 @@ from typing import NamedTuple
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on at the moment."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on at the moment, for a server about to
+    start. Not port 0's pick: that comes from the kernel's range of ephemeral ports, which
+    every outgoing connection (to PostgreSQL, Redis, the broker) also draws its source port
+    from, so one could take it before the server binds it ("Address already in use"). A random
+    port below that range is only ever taken by another listener."""
+    floor = _ephemeral_floor()
+    for _ in range(200):
+        port = random.randrange(10_000, floor) if floor > 10_001 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError("no free TCP port on 127.0.0.1")
+
+
+def _ephemeral_floor() -> int:
+    """The first port of the kernel's ephemeral range (Linux; 32768 elsewhere, a safe floor)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def pinned(command: list[str], cpu: int) -> list[str]:

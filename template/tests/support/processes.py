@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+# Servers the tests start take their ports where the benchmarks' do.
+from bench.processes import free_port as free_port
 
 # Long enough for a cold start on a loaded machine (2 cores at load 8 take ~15 s); a process
 # that exits or prints its failure ends the wait at once, so the limit costs nothing when green.
@@ -63,12 +65,6 @@ class Output:
         self.process.wait(timeout=timeout)
         self._reader.join(timeout=timeout)
         return self.text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_text(
