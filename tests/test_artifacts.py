@@ -369,11 +369,7 @@ def test_dashboards_and_alerts_read_metrics_the_service_exports(projects: list[P
             for expression in expressions
             for name in SELECTED_METRIC.findall(expression)
         }
-        missing = {
-            name
-            for name in names - EXTERNAL_METRICS
-            if f'"{name}"' not in source
-        }
+        missing = {name for name in names - EXTERNAL_METRICS if f'"{name}"' not in source}
         assert not missing, f"{project.name}: no module exports {sorted(missing)}"
         answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
         assert ("cache_hits_total" in names) == (answers["cache"] != "none"), project.name

@@ -157,7 +157,10 @@ class RateLimiter:
         )
 
     async def close(self) -> None:
-        self._limiter = self._single_trip = None  # the cache backend owns the connections
+        # The cache backend owns the connections. A reopened limiter builds its bound anew,
+        # for the storage it then has.
+        self._limiter = self._single_trip = None
+        self._turns = None
 
     def instrument(self, tracer_provider: TracerProvider) -> None:
         """The storage's calls as spans, when it has a client to trace (Redis)."""
