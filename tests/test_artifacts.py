@@ -306,7 +306,7 @@ def test_alert_rules_pass_promtool_and_their_unit_tests(
     """Every variant's rules are valid; the unit tests (each alert fires on a made-up series
     that breaks its objective, stays quiet otherwise) run once per distinct rule file."""
     lint([promtool(), "check", "rules"], (p / "observability" / "alerts.yaml" for p in projects))
-    distinct = {}
+    distinct: dict[str, Path] = {}
     for project in projects:
         slug = yaml.safe_load((project / ".copier-answers.yml").read_text())["project_slug"]
         rules = (project / "observability" / "alerts.yaml").read_text().replace(slug, "SLUG")

@@ -27,7 +27,7 @@ from unittest import mock
 import pytest
 import variants as V
 from conftest import Renderer, SharedVenvs
-from harness.processes import project_env, run, tail
+from harness.processes import project_env, run, tail, template_bench_module
 
 GRAPH_RAG = next(v for v in V.covering_set() if v.flavor.startswith("graph_rag"))
 CONFIGURATIONS = ("hybrid", "vector", "lexical", "graph", "bm25")
@@ -148,23 +148,11 @@ def test_the_relevance_corpus_reaches_its_largest_size_with_names_never_reused()
     }
 
 
-def _bench_module(name: str) -> object:
-    """A module of the template's bench/ folder, loaded from its file (it imports nothing of
-    the generated project)."""
-    path = V.REPO_ROOT / "template" / "bench" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"template_bench_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_benchmark_whose_service_or_worker_exited_fails_naming_it() -> None:
     """bench_served checks its `serve` and `worker` after the load (bench/processes.py's
     require_running): one that exited meanwhile fails the run, named with its exit status,
     rather than the figures of a dead service being reported. Running ones pass."""
-    processes = _bench_module("processes")
+    processes = template_bench_module("processes")
     require_running: Callable[..., None] = processes.require_running  # type: ignore[attr-defined]
     python = [sys.executable, "-I", "-S", "-c"]
     worker = subprocess.Popen([*python, "raise SystemExit(3)"])
@@ -187,7 +175,7 @@ def test_a_benchmark_whose_service_or_worker_exited_fails_naming_it() -> None:
 def test_free_ports_are_below_the_ephemeral_range_and_free() -> None:
     """bench/processes.py's free_port (the generated tests' too) never hands out a port an
     outgoing connection could take as its source port first, nor one a server listens on."""
-    processes = _bench_module("processes")
+    processes = template_bench_module("processes")
     floor: int = processes._ephemeral_floor()  # type: ignore[attr-defined]
     free_port: Callable[[], int] = processes.free_port  # type: ignore[attr-defined]
     ports = {free_port() for _ in range(50)}
@@ -216,7 +204,7 @@ for _ in range(calls):
 def test_instruction_counts_per_call_cancel_set_up_and_scale_with_the_work() -> None:
     """bench/callgrind.py's figure is the work of one call: the same twice (to 1%), twice as
     large for twice the work, whatever the set-up costs."""
-    callgrind = _bench_module("callgrind")
+    callgrind = template_bench_module("callgrind")
     per_call: Callable[..., float] = callgrind.per_call  # type: ignore[attr-defined]
     command = [sys.executable, "-I", "-S", "-c", SCENARIO]
     small = per_call([*command, "200"], 200)

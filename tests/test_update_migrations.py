@@ -281,8 +281,8 @@ def test_own_migrations_and_rows_survive_updates_across_releases(
     assert widgets == [[1, "sprocket"], [2, "flange"]]
     assert gadgets == [[1, "lever", 7]]
     assert notes == [[0]]
-    heads = project.run("-m", "alembic", "heads")
-    assert len(heads.splitlines()) == 3, heads  # the template's, the first release's, the app's
+    listed = project.run("-m", "alembic", "heads")
+    assert len(listed.splitlines()) == 3, listed  # the template's, the first release's, the app's
     # Readiness's own check: the schema is what the code needs.
     project.run("-c", READINESS_SCRIPT.replace("PKG", project.package))
 

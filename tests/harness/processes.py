@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -46,28 +46,23 @@ def interpolate(value: str, env: Mapping[str, str] = USER_SECRETS) -> str:
     return _INTERPOLATED.sub(lambda match: env[match["name"]], value)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's range of
-    ephemeral ports: a port from that range (what binding port 0 gives) can be taken as the
-    source port of any outgoing connection (another test's, to PostgreSQL or Redis) before
-    the process meant to listen on it starts. CI saw exactly that: "Address already in use"."""
-    floor = _ephemeral_floor()
-    for _ in range(200):
-        port = random.randrange(10_000, floor) if floor > 10_001 else 0
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise RuntimeError("no free TCP port on 127.0.0.1")
+def template_bench_module(name: str) -> ModuleType:
+    """A module of the template's bench/ folder, loaded from its file: the plain-Python ones
+    import nothing of the generated project."""
+    path = Path(__file__).resolve().parents[2] / "template" / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"template_bench_{name}", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _ephemeral_floor() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32_768  # Linux's default; macOS starts at 49152
+#: A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's range of
+#: ephemeral ports: a port from that range (what binding port 0 gives) can be taken as the
+#: source port of any outgoing connection (another test's, to PostgreSQL or Redis) before the
+#: process meant to listen on it starts. CI saw exactly that: "Address already in use".
+free_port: Callable[[], int] = template_bench_module("processes").free_port
 
 
 #: A generated service's cold start takes ~20 s at load 8 on 2 cores. A process that exits ends

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+
 from harness import falkordb
 from harness.processes import project_env, run, tail
 

@@ -16,6 +16,7 @@ from typing import Any
 import variants as V
 import yaml
 from copier import run_copy, run_update
+
 from harness.processes import project_env
 
 REPO_ROOT = V.REPO_ROOT
