@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import and_, select, text
+from sqlalchemy import and_, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ...db import Database
@@ -39,14 +39,30 @@ def writer_lock(database: Database) -> AbstractAsyncContextManager[Any]:
     return lock
 
 
+# The statements of every trade, built once: constructing them anew on each request (columns
+# compared, parameters coerced) measured as a fifth of a trade's time in the service.
+_PORTFOLIO = select(Portfolio).where(Portfolio.user_id == bindparam("user_id"))
+_PORTFOLIO_FOR_UPDATE = _PORTFOLIO.with_for_update()
+_INSTRUMENT_AND_HOLDING = (
+    select(Instrument, Holding)
+    .outerjoin(
+        Holding,
+        and_(
+            Holding.instrument_id == Instrument.id,
+            Holding.portfolio_id == bindparam("portfolio_id"),
+        ),
+    )
+    .where(Instrument.symbol == bindparam("symbol"))
+)
+
+
 async def lock_portfolio(session: AsyncSession, user_id: int) -> Portfolio | None:
     """The user's portfolio, locked until the transaction ends (see the module docstring)."""
-    query = select(Portfolio).where(Portfolio.user_id == user_id)
     connection = await session.connection()
     if connection.dialect.name == "sqlite":
         await session.execute(text("BEGIN IMMEDIATE"))
-        return await session.scalar(query)
-    return await session.scalar(query.with_for_update())
+        return await session.scalar(_PORTFOLIO, {"user_id": user_id})
+    return await session.scalar(_PORTFOLIO_FOR_UPDATE, {"user_id": user_id})
 
 
 async def instrument_and_holding(
@@ -57,18 +73,11 @@ async def instrument_and_holding(
     Read after the portfolio's lock is taken, never in the locking statement: on PostgreSQL a
     statement that waited for a row lock re-reads the locked row only, and a holding read
     beside it would be the one from before the wait (another trade's sale not yet seen)."""
-    query = (
-        select(Instrument, Holding)
-        .outerjoin(
-            Holding,
-            and_(Holding.instrument_id == Instrument.id, Holding.portfolio_id == portfolio.id),
-        )
-        .where(Instrument.symbol == symbol)
-    )
-    row = (await session.execute(query)).one_or_none()
+    parameters = {"portfolio_id": portfolio.id, "symbol": symbol}
+    row = (await session.execute(_INSTRUMENT_AND_HOLDING, parameters)).one_or_none()
     if row is None:
         return None, None
-    instrument, holding = row._tuple()
+    instrument, holding = row
     return instrument, holding
 
 
