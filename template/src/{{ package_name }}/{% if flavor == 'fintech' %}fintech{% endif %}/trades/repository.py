@@ -39,10 +39,18 @@ def writer_lock(database: Database) -> AbstractAsyncContextManager[Any]:
     return lock
 
 
-# The statements of every trade, built once: constructing them anew on each request (columns
-# compared, parameters coerced) measured as a fifth of a trade's time in the service.
-_PORTFOLIO = select(Portfolio).where(Portfolio.user_id == bindparam("user_id"))
-_PORTFOLIO_FOR_UPDATE = _PORTFOLIO.with_for_update()
+async def lock_portfolio(session: AsyncSession, user_id: int) -> Portfolio | None:
+    """The user's portfolio, locked until the transaction ends (see the module docstring)."""
+    query = select(Portfolio).where(Portfolio.user_id == user_id)
+    connection = await session.connection()
+    if connection.dialect.name == "sqlite":
+        await session.execute(text("BEGIN IMMEDIATE"))
+        return await session.scalar(query)
+    return await session.scalar(query.with_for_update())
+
+
+# Built once: constructing it on each trade (columns compared, parameters coerced) measured as
+# a tenth of a trade's time in the service.
 _INSTRUMENT_AND_HOLDING = (
     select(Instrument, Holding)
     .outerjoin(
@@ -54,15 +62,6 @@ _INSTRUMENT_AND_HOLDING = (
     )
     .where(Instrument.symbol == bindparam("symbol"))
 )
-
-
-async def lock_portfolio(session: AsyncSession, user_id: int) -> Portfolio | None:
-    """The user's portfolio, locked until the transaction ends (see the module docstring)."""
-    connection = await session.connection()
-    if connection.dialect.name == "sqlite":
-        await session.execute(text("BEGIN IMMEDIATE"))
-        return await session.scalar(_PORTFOLIO, {"user_id": user_id})
-    return await session.scalar(_PORTFOLIO_FOR_UPDATE, {"user_id": user_id})
 
 
 async def instrument_and_holding(
